@@ -1,0 +1,93 @@
+"""The ``zoo`` command line. Each service module owns its subcommands; this file wires them."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from . import __version__
+from .errors import ZooError
+
+
+class ZooGroup(click.Group):
+    """Turns :class:`ZooError` into ``error: ...`` on stderr and a non-zero exit, no traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ZooError as exc:
+            if os.environ.get("ZOO_DEBUG"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="zoo")
+def main() -> None:
+    """Video scene parsing toolkit: plugins, data, training, pipelines, evaluation."""
+
+
+def warn_broken_plugins() -> None:
+    """Tell the user once that some plugins were skipped, without stopping the command."""
+    from .plugins import get_registry
+
+    for record in get_registry().broken():
+        click.echo(f"warning: {record.describe()} is broken and was skipped: {record.error} "
+                   "(ZOO_STRICT_PLUGINS=1 makes this fatal)", err=True)
+
+
+@main.command("list")
+@click.argument("pattern", required=False)
+@click.option("--kind", type=click.Choice(["backbone", "head", "loss", "remapper", "tta", "ensembler"]),
+              help="Only components of this kind.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with 'plugins' and 'components'.")
+def list_command(pattern: str | None, kind: str | None, as_json: bool) -> None:
+    """Installed plugins and their components; PATTERN is a shell-style wildcard."""
+    import fnmatch
+
+    from .plugins import get_registry
+
+    registry = get_registry()
+    components = registry.catalog.entries(kind=kind, pattern=pattern)
+
+    def provides(p) -> bool:
+        return any(c.plugin == p.name and c.distribution == p.distribution for c in components)
+
+    plugins = [p for p in registry.plugins
+               if (not pattern or fnmatch.fnmatchcase(p.name, pattern) or fnmatch.fnmatchcase(p.distribution, pattern)
+                   or provides(p)) and (not kind or provides(p))]
+    if as_json:
+        click.echo(json.dumps({"plugins": [p.record() for p in plugins],
+                               "components": [c.record() for c in components]}, indent=2))
+        return
+    click.echo("Plugins")
+    for p in plugins:
+        line = f"  {p.name:<20} {p.distribution:<24} {p.version:<10} {p.status}"
+        click.echo(line + (f"  {p.error}" if p.error else ""))
+    current = None
+    for c in components:
+        if c.kind != current:
+            current = c.kind
+            click.echo(f"\n{current}")
+        click.echo(f"  {c.name:<20} {c.distribution:<24} {c.summary}")
+
+
+def _register_subcommands() -> None:
+    from .data.command import data_group
+    from .evaluation.command import eval_command
+    from .pipeline.command import run_command, train_command
+
+    main.add_command(data_group)
+    main.add_command(eval_command)
+    main.add_command(run_command)
+    main.add_command(train_command)
+
+
+_register_subcommands()
+
+if __name__ == "__main__":
+    main()

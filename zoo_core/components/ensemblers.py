@@ -1,0 +1,79 @@
+"""Ensemblers: per-model probabilities of one frame -> one map."""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence, Union
+
+import torch
+
+from ..errors import ConfigError
+
+
+def _check_models(per_model: Mapping[str, torch.Tensor]) -> None:
+    if not per_model:
+        raise ConfigError("the ensembler got no model predictions; list at least one model in the pipeline")
+    shapes = {name: tuple(p.shape) for name, p in per_model.items()}
+    if len(set(shapes.values())) > 1:
+        raise ConfigError(f"the models predict maps of different shapes {shapes}; "
+                          "every model must predict the same classes at the frame's size")
+
+
+class MeanEnsembler:
+    """Mean of every model's probabilities."""
+
+    def __call__(self, per_model: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        _check_models(per_model)
+        total = None
+        for probs in per_model.values():
+            total = probs.float() if total is None else total + probs.float()
+        return total / len(per_model)
+
+
+class WeightedEnsembler:
+    """Weighted sum of the models' probabilities: ``gamma`` for two models, or ``weights``.
+
+    ``gamma: g`` with exactly two models gives ``g * P1 + (1 - g) * P2`` in the pipeline's
+    model order (3rd place: g = 0.56, Swin first, VOLO second). ``weights`` is a mapping
+    from model name to weight, or a list in model order. The weights are used as given
+    (only the argmax of the result matters).
+    """
+
+    def __init__(self, weights: Optional[Union[Mapping[str, float], Sequence[float]]] = None,
+                 gamma: Optional[float] = None):
+        if (weights is None) == (gamma is None):
+            raise ValueError("give exactly one of gamma (two models) or weights (one per model)")
+        if gamma is not None and not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        self.weights = dict(weights) if isinstance(weights, Mapping) else (None if weights is None else list(weights))
+        self.gamma = gamma
+
+    def model_weights(self, names: Sequence[str]) -> list[float]:
+        """The weight of each named model, in order; a clear error if they do not match the configuration."""
+        if self.gamma is not None:
+            if len(names) != 2:
+                raise ConfigError(f"weighted ensembler: gamma needs exactly two models, the pipeline has "
+                                  f"{len(names)} ({', '.join(names)}); use weights for more")
+            return [self.gamma, 1.0 - self.gamma]
+        if isinstance(self.weights, list):
+            if len(self.weights) != len(names):
+                raise ConfigError(f"weighted ensembler: {len(self.weights)} weights for {len(names)} models "
+                                  f"({', '.join(names)}); give one weight per model, in model order")
+            return self.weights
+        unknown = sorted(set(self.weights) - set(names))
+        missing = [n for n in names if n not in self.weights]
+        if unknown or missing:
+            problems = []
+            if unknown:
+                problems.append(f"unknown model name(s) {', '.join(unknown)}")
+            if missing:
+                problems.append(f"no weight for {', '.join(missing)}")
+            raise ConfigError(f"weighted ensembler: {'; '.join(problems)}; the pipeline's models are: "
+                              f"{', '.join(names)}")
+        return [self.weights[n] for n in names]
+
+    def __call__(self, per_model: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        _check_models(per_model)
+        total = None
+        for weight, probs in zip(self.model_weights(list(per_model)), per_model.values()):
+            total = weight * probs.float() if total is None else total + weight * probs.float()
+        return total

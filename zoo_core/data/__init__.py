@@ -1,0 +1,1 @@
+"""VSPW data: class table and palette, the dataset reader, training augmentation, a synthetic dataset."""

@@ -1,0 +1,34 @@
+"""``zoo data``: dataset utilities."""
+
+from __future__ import annotations
+
+import click
+
+
+def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected HEIGHTxWIDTH such as 64x96, got {value!r}") from None
+    return height, width
+
+
+@click.group("data")
+def data_group() -> None:
+    """Dataset utilities: make a synthetic VSPW-format dataset."""
+
+
+@data_group.command("synth")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--videos", default=6, show_default=True, help="Annotated videos (split into train and val).")
+@click.option("--frames", default=12, show_default=True, help="Frames per video.")
+@click.option("--size", default="64x96", show_default=True, callback=_parse_size, help="Frame size HEIGHTxWIDTH.")
+@click.option("--seed", default=0, show_default=True, help="Random seed; the same seed writes the same files.")
+@click.option("--force", is_flag=True, help="Write into OUT even if it is not empty.")
+def synth_command(out: str, videos: int, frames: int, size: tuple[int, int], seed: int, force: bool) -> None:
+    """Write a small synthetic dataset in the VSPW layout to OUT (train, val, and a test video without masks)."""
+    from .synth import synthesize
+
+    summary = synthesize(out, videos=videos, frames=frames, size=size, seed=seed, overwrite=force)
+    for line in summary.describe():
+        click.echo(line)

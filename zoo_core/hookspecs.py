@@ -1,0 +1,159 @@
+"""The contract between the zoo and its plugins: one hook per component kind.
+
+A plugin is any importable object (usually a module named ``plugin.py``) with functions
+marked ``@hookimpl``, published under the entry-point group ``zoo.plugins``::
+
+    # pyproject.toml of your distribution
+    [project.entry-points."zoo.plugins"]
+    my-plugin = "my_package.plugin"
+
+Each hook takes no arguments and returns a ``dict`` from component name to *factory*: a
+callable that takes keyword arguments (the ``args`` of the pipeline YAML) and returns
+the component. The zoo records which distribution gave each name. Names are short,
+lower-case, hyphenated (``swin-ocr``, ``flip``); a name two distributions both register is
+a clash, reported naming both, and a pipeline then has to say ``distribution:name``.
+
+The first line of a factory's docstring is the summary ``zoo list`` shows. Factories are
+not called at discovery time, so registering is cheap; import heavy optional frameworks
+inside the factory.
+
+The core registers its own parts through these same hooks (:mod:`zoo_core.builtin`).
+The interfaces named below are in :mod:`zoo_core.interfaces`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pluggy
+
+PROJECT = "zoo"
+ENTRY_POINT_GROUP = "zoo.plugins"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+Factories = dict[str, Callable[..., object]]
+
+
+@hookspec
+def zoo_backbones() -> Factories:
+    """Backbones: ``name -> factory(**args) -> Backbone``.
+
+    A backbone is an ``nn.Module`` mapping ``images (N, 3, H, W)`` to a list of NCHW
+    feature maps, with attributes ``channels`` and ``strides`` (one entry per map). It must
+    accept any input size: pad inside ``forward`` if the architecture needs multiples of
+    its stride, and return maps of ``ceil(H / stride) x ceil(W / stride)``.
+
+    Example::
+
+        @hookimpl
+        def zoo_backbones():
+            return {"my-convnet": MyConvNet}      # MyConvNet(depth=18) -> nn.Module
+    """
+
+
+@hookspec
+def zoo_heads() -> Factories:
+    """Decode heads: ``name -> factory(*, in_channels, in_strides, num_classes, **args) -> Head``.
+
+    The segmentor builder passes ``in_channels`` and ``in_strides`` (the backbone's lists)
+    and ``num_classes``; the rest come from the YAML. A head is an ``nn.Module`` whose
+    ``forward(features, prev_output)`` returns either per-pixel logits ``(N, C, h, w)`` or a
+    :class:`~zoo_core.interfaces.MaskClassification` (class and mask logits, turned into
+    per-pixel scores only at inference). ``prev_output`` is the output of the head before
+    it in the cascade (``None`` for the first), so a head can refine another: the built-in
+    ``ocr`` head uses the ``fcn`` logits as soft object regions. Attributes: ``num_classes``
+    and ``loss_weight`` (the weight of this head's loss in the total; an auxiliary FCN uses
+    0.4). The last head of the cascade is the one used for prediction.
+
+    Example::
+
+        @hookimpl
+        def zoo_heads():
+            return {"my-head": MyHead}   # MyHead(in_channels, in_strides, num_classes, ...)
+    """
+
+
+@hookspec
+def zoo_losses() -> Factories:
+    """Losses: ``name -> factory(**args) -> Loss``.
+
+    A loss is called as ``loss(output, target, context)``: ``output`` is one head's raw
+    output, ``target`` the ``(N, H, W)`` train ids with 255 ignored, ``context`` a
+    :class:`~zoo_core.interfaces.LossContext`. It returns a scalar. Context that does not
+    change during training (class pixel counts from ``zoo data stats``, a confusion matrix
+    saved by ``zoo eval``) is a factory argument, typically a file path read once. The
+    builder passes ``num_classes`` when the factory's signature names it. A loss that
+    needs a frozen teacher's output sets the class attribute ``needs_teacher = True``; the
+    engine then fills ``context.teacher``.
+
+    Example::
+
+        @hookimpl
+        def zoo_losses():
+            return {"focal": FocalLoss}   # FocalLoss(gamma=2.0)(output, target, context)
+    """
+
+
+@hookspec
+def zoo_remappers() -> Factories:
+    """Dataset remappers: ``name -> factory(**args) -> Remapper``.
+
+    A remapper turns a source dataset's label map into VSPW train ids (0..123, 255 for
+    ignore) with a 256-entry ``uint8`` lookup table ``lut``; ``remapper(mask)`` applies it;
+    ``remapper.keep(remapped)`` is its filter (the 3rd-place recipe keeps an image only if
+    at least 80% of its pixels stay labelled); ``source_classes`` lists the source names.
+
+    Example::
+
+        @hookimpl
+        def zoo_remappers():
+            return {"mapillary": MapillaryToVSPW}
+    """
+
+
+@hookspec
+def zoo_tta_policies() -> Factories:
+    """Test-time augmentation: ``name -> factory(**args) -> TTAPolicy``.
+
+    A policy is called as ``policy(predict, images)``: ``predict`` maps a batch
+    ``(N, 3, H, W)`` to class probabilities ``(N, C, H, W)`` at that batch's size; the
+    policy runs it on transformed views (flip, scales), maps every result back to the
+    input geometry and returns their average. Accumulate a running sum, do not stack.
+
+    Example::
+
+        @hookimpl
+        def zoo_tta_policies():
+            return {"vflip": VerticalFlipTTA}
+    """
+
+
+@hookspec
+def zoo_ensemblers() -> Factories:
+    """Ensemblers: ``name -> factory(**args) -> Ensembler``.
+
+    An ensembler is called once per frame with ``per_model``: an ordered mapping from each
+    pipeline model's name to its probabilities ``(N, C, H, W)``. It returns one ``(N, C, H,
+    W)`` map whose argmax is the prediction. Frames arrive as a stream; keep no more than
+    a frame's worth of state. Model names let an ensembler group models (strong, weak,
+    auxiliary) through its arguments.
+
+    Example::
+
+        @hookimpl
+        def zoo_ensemblers():
+            return {"max": lambda: (lambda per_model: torch.stack(list(per_model.values())).amax(0))}
+    """
+
+
+KIND_HOOKS = {
+    "backbone": "zoo_backbones",
+    "head": "zoo_heads",
+    "loss": "zoo_losses",
+    "remapper": "zoo_remappers",
+    "tta": "zoo_tta_policies",
+    "ensembler": "zoo_ensemblers",
+}
+"""Component kind -> the hook that provides it."""

@@ -1,0 +1,155 @@
+"""The data types that cross component boundaries.
+
+Every component kind in :mod:`zoo_core.hookspecs` is described in terms of these types.
+They are deliberately small: tensors plus the few facts a consumer needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
+
+import torch
+
+IGNORE_INDEX = 255
+"""Target value that every loss and metric ignores (VSPW void and "others")."""
+
+
+@dataclass
+class MaskClassification:
+    """Output of a mask-classification head (MaskFormer style).
+
+    ``class_logits`` is ``(N, Q, C + 1)``: per query, C classes plus "no object" last.
+    ``mask_logits`` is ``(N, Q, h, w)``. ``aux`` holds the same pair for intermediate
+    decoder layers, for losses that supervise them.
+    """
+
+    class_logits: torch.Tensor
+    mask_logits: torch.Tensor
+    aux: list[dict[str, torch.Tensor]] = field(default_factory=list)
+
+    def to_scores(self) -> torch.Tensor:
+        """Per-pixel class scores ``(N, C, h, w)``: the semantic inference of MaskFormer.
+
+        ``sum_q softmax(class)[q, c] * sigmoid(mask)[q]``; the "no object" column is dropped.
+        """
+        cls = self.class_logits.float().softmax(-1)[..., :-1]
+        masks = self.mask_logits.float().sigmoid()
+        return torch.einsum("nqc,nqhw->nchw", cls, masks)
+
+
+HeadOutput = Union[torch.Tensor, MaskClassification]
+"""What a head returns: per-pixel logits ``(N, C, h, w)`` or a :class:`MaskClassification`."""
+
+
+def pixel_scores(output: HeadOutput) -> torch.Tensor:
+    """Per-pixel class scores ``(N, C, h, w)`` from any head output.
+
+    For plain heads these are the logits themselves; for mask classification they are
+    already probabilities-like scores (see :meth:`MaskClassification.to_scores`).
+    """
+    if isinstance(output, MaskClassification):
+        return output.to_scores()
+    return output
+
+
+@dataclass
+class LossContext:
+    """What a loss may need besides the head output and the target.
+
+    Static context (class pixel statistics, a saved confusion matrix) is given to the
+    loss factory as arguments when the loss is built; this object carries what changes
+    per step. A loss that needs a frozen teacher's output declares
+    ``needs_teacher = True`` as a class attribute and the engine fills ``teacher``.
+    """
+
+    images: Optional[torch.Tensor] = None
+    iteration: int = 0
+    max_iters: int = 0
+    head_index: int = 0
+    teacher: Optional[HeadOutput] = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """``images (N, 3, H, W) -> list of NCHW feature maps`` (an ``nn.Module``).
+
+    ``channels[i]`` and ``strides[i]`` describe the i-th map. The backbone accepts any
+    ``H, W`` (it pads internally if it needs multiples of its stride) and returns maps of
+    size ``ceil(H / stride), ceil(W / stride)``.
+    """
+
+    channels: Sequence[int]
+    strides: Sequence[int]
+
+    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]: ...
+
+
+@runtime_checkable
+class Head(Protocol):
+    """``(features, prev_output) -> HeadOutput`` (an ``nn.Module``).
+
+    ``features`` is the backbone's whole list; the head picks what it uses. ``prev_output``
+    is the previous head's output in a cascade (``None`` for the first head): OCR uses the
+    FCN logits as soft object regions. ``num_classes`` and ``loss_weight`` are attributes.
+    """
+
+    num_classes: int
+    loss_weight: float
+
+    def __call__(self, features: list[torch.Tensor], prev_output: Optional[HeadOutput]) -> HeadOutput: ...
+
+
+class Loss(Protocol):
+    """``(output, target, context) -> scalar tensor``.
+
+    ``output`` is a head's raw output (logits at the head's resolution, or a
+    :class:`MaskClassification`); ``target`` is ``(N, H, W)`` int64 train ids with
+    :data:`IGNORE_INDEX` for void, at image resolution. The loss resizes as it sees fit.
+    """
+
+    def __call__(self, output: HeadOutput, target: torch.Tensor, context: LossContext) -> torch.Tensor: ...
+
+
+class Remapper(Protocol):
+    """A source dataset's label map -> VSPW train ids.
+
+    ``lut`` is a ``uint8`` array of 256 entries (source value -> train id or 255);
+    ``__call__(mask)`` applies it; ``keep(mask)`` is the dataset filter (for example at
+    least 80% of pixels labelled after remapping); ``source_classes`` names the source ids.
+    """
+
+    lut: Any
+    source_classes: Sequence[str]
+
+    def __call__(self, mask: Any) -> Any: ...
+
+    def keep(self, remapped_mask: Any) -> bool: ...
+
+
+PredictFn = Callable[[torch.Tensor], torch.Tensor]
+"""``images (N, 3, H, W) -> class probabilities (N, C, H, W)`` at the input's size."""
+
+
+class TTAPolicy(Protocol):
+    """``(predict, images) -> class probabilities (N, C, H, W)`` at the images' size.
+
+    A policy calls ``predict`` on transformed copies of the batch (flipped, rescaled),
+    maps each result back to the original geometry and averages. It accumulates a running
+    sum rather than stacking, so memory does not grow with the number of views.
+    """
+
+    def __call__(self, predict: PredictFn, images: torch.Tensor) -> torch.Tensor: ...
+
+
+class Ensembler(Protocol):
+    """Per-model probabilities of one frame -> one probability map.
+
+    Called once per frame (a stream: nothing is kept between calls unless the ensembler
+    chooses to). ``per_model`` maps each pipeline model's name to its ``(N, C, H, W)``
+    probabilities, in the pipeline's model order. The result is ``(N, C, H, W)``; it need
+    not sum to one, since only its argmax is used downstream.
+    """
+
+    def __call__(self, per_model: Mapping[str, torch.Tensor]) -> torch.Tensor: ...

@@ -1,0 +1,243 @@
+"""The pipeline YAML: its schema, loading with ``--set`` overrides, and validation.
+
+Everything is checked before any work starts. An error names the YAML path
+(``models[0].tta.type``), the bad value and the allowed choices, and the CLI prints it
+without a traceback.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComponentSpec(Strict):
+    """A catalog component: ``type`` is its (optionally ``distribution:``-qualified) name."""
+
+    type: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSpec(Strict):
+    """A segmentor: a backbone and a cascade of heads (the last one predicts)."""
+
+    num_classes: int = Field(124, ge=1, le=255)
+    backbone: ComponentSpec
+    heads: list[ComponentSpec] = Field(min_length=1)
+
+
+class DataSpec(Strict):
+    root: Path
+    split: str = "val"
+    videos: Optional[list[str]] = None  # a subset of the split, in this order
+    max_videos: Optional[int] = Field(None, ge=1)
+
+
+class PipelineModel(Strict):
+    """One model of the prediction stage: trained weights (a run or model directory) and its TTA."""
+
+    name: str
+    weights: Path
+    tta: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="identity"))
+
+
+class OutputSpec(Strict):
+    overlays: int = Field(4, ge=0)  # colourised overlays in report/
+    png_compress_level: int = Field(1, ge=0, le=9)  # low level: writing must not slow prediction
+
+
+class EvalSpec(Strict):
+    enabled: bool = True
+    windows: list[int] = Field(default_factory=lambda: [8, 16])
+
+    @field_validator("windows")
+    @classmethod
+    def _windows_in_range(cls, value: list[int]) -> list[int]:
+        if any(w < 2 or w > 64 for w in value):
+            raise ValueError("each window must be between 2 and 64 frames")
+        return value
+
+
+class RuntimeSpec(Strict):
+    device: str = "cpu"
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    threads: Optional[int] = Field(None, ge=1)
+    progress: bool = True
+
+
+class TrainSpec(Strict):
+    split: str = "train"
+    max_iters: int = Field(ge=1)
+    batch_size: int = Field(2, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    decoder_lr_mult: float = Field(1.0, gt=0)  # 3rd place: the decoder learns 10x faster than the backbone
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_iters: int = Field(0, ge=0)
+    schedule: Literal["poly", "linear", "constant"] = "poly"
+    power: float = Field(1.0, gt=0)
+    min_lr: float = Field(0.0, ge=0)
+    transforms: Optional[list[dict[str, Any]]] = None  # None: the report's augmentation recipe
+    loss: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="ce"))
+    grad_clip: Optional[float] = Field(None, gt=0)
+    checkpoint_every: int = Field(0, ge=0)
+    log_every: int = Field(10, ge=1)
+    seed: int = 0
+    num_workers: int = Field(0, ge=0)
+
+
+class Pipeline(Strict):
+    data: DataSpec
+    model: Optional[ModelSpec] = None  # the architecture to train
+    train: Optional[TrainSpec] = None
+    models: list[PipelineModel] = Field(default_factory=list)  # the trained models to run
+    ensemble: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="mean"))
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+
+    def fingerprint(self) -> str:
+        """What determines the results: a rerun into the same directory must match it to resume."""
+        data = self.model_dump(mode="json", exclude={"runtime": {"progress", "threads"}, "output": {"overlays"}})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_pipeline(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Pipeline:
+    """Read, override, validate (structure, then component names against the catalog)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read pipeline {path}: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the pipeline must be a mapping of sections (data, model, train, models, ...)")
+    raw = apply_overrides(raw, overrides)
+    pipeline = validate(raw, str(path))
+    check_components(pipeline, str(path))
+    return pipeline
+
+
+def apply_overrides(raw: dict, overrides: tuple[str, ...] | list[str]) -> dict:
+    """``key.path=value`` with the value parsed as YAML; list items by index (``models.0.name``)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node: Any = raw
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"--set {key}: {'.'.join(parts[:depth])} has {len(node)} items; {part!r} is not an index")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[:depth])} is not a mapping")
+            if last:
+                node[part] = value
+            else:
+                if isinstance(node, dict) and node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+    return raw
+
+
+def validate(raw: dict, source: str) -> Pipeline:
+    try:
+        return Pipeline.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid pipeline\n" + "\n".join(_describe(e) for e in exc.errors())) from None
+
+
+def _describe(error: dict) -> str:
+    loc = _yaml_path(error["loc"])
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(error["loc"][:-1])
+        return f"  {loc}: unknown key" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+    if error["type"] == "missing":
+        return f"  {loc}: required but missing"
+    return f"  {loc}: {error['msg']} (got {error.get('input')!r})"
+
+
+def _yaml_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model: Any = Pipeline
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def component_specs(pipeline: Pipeline) -> list[tuple[str, str, ComponentSpec]]:
+    """Every (YAML path, kind, spec) the pipeline names."""
+    specs: list[tuple[str, str, ComponentSpec]] = []
+    if pipeline.model:
+        specs.append(("model.backbone", "backbone", pipeline.model.backbone))
+        specs += [(f"model.heads[{i}]", "head", h) for i, h in enumerate(pipeline.model.heads)]
+    if pipeline.train:
+        specs.append(("train.loss", "loss", pipeline.train.loss))
+    specs += [(f"models[{i}].tta", "tta", m.tta) for i, m in enumerate(pipeline.models)]
+    if pipeline.models:
+        specs.append(("ensemble", "ensembler", pipeline.ensemble))
+    return specs
+
+
+def check_components(pipeline: Pipeline, source: str) -> None:
+    from ..plugins import get_catalog
+
+    catalog = get_catalog()
+    for where, kind, spec in component_specs(pipeline):
+        try:
+            catalog.get(kind, spec.type)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {where}.type: {exc}") from None
+    names = [m.name for m in pipeline.models]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ConfigError(f"{source}: models: the names {', '.join(duplicated)} are used twice; give each model its own name")

@@ -1,0 +1,189 @@
+"""Plugin discovery: entry points, broken-plugin isolation, clash detection.
+
+Every plugin is loaded and asked for its components on its own: one that fails to
+import, fails pluggy's validation, or returns something that is not ``{name: factory}``
+is recorded as broken (with its distribution, version and error) and everything else
+keeps working. ``ZOO_STRICT_PLUGINS=1`` turns a broken plugin into an error;
+``ZOO_DISABLE_PLUGIN_AUTOLOAD=1`` loads the core's built-ins only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import traceback
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Optional
+
+import pluggy
+
+from . import hookspecs
+from .catalog import Catalog, Entry, clash_message
+from .errors import PluginError
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
+CORE_DISTRIBUTION = "zoo-core"
+
+
+@dataclass
+class PluginRecord:
+    name: str
+    distribution: str
+    version: str
+    status: str  # ok | broken | clash
+    error: str = ""
+
+    def record(self) -> dict[str, str]:
+        return {"name": self.name, "distribution": self.distribution, "version": self.version,
+                "status": self.status, "error": self.error}
+
+    def describe(self) -> str:
+        return f"plugin {self.name!r} (distribution {self.distribution} {self.version})"
+
+
+@dataclass
+class Registry:
+    manager: pluggy.PluginManager
+    catalog: Catalog
+    plugins: list[PluginRecord]
+
+    def broken(self) -> list[PluginRecord]:
+        return [p for p in self.plugins if p.status == "broken"]
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def core_version() -> str:
+    try:
+        return metadata.version(CORE_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+def load_registry(autoload: Optional[bool] = None, strict: Optional[bool] = None) -> Registry:
+    """Discover the built-ins and every ``zoo.plugins`` entry point."""
+    if autoload is None:
+        autoload = not _env_flag("ZOO_DISABLE_PLUGIN_AUTOLOAD")
+    if strict is None:
+        strict = _env_flag("ZOO_STRICT_PLUGINS")
+
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    catalog = Catalog()
+    records: list[PluginRecord] = []
+
+    from . import builtin
+
+    core = PluginRecord("builtin", CORE_DISTRIBUTION, core_version(), "ok")
+    _register(manager, catalog, core, lambda: builtin)
+    records.append(core)
+
+    if autoload:
+        for ep in sorted(metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP), key=_entry_point_order):
+            dist = getattr(ep, "dist", None)
+            record = PluginRecord(ep.name, dist.name if dist else "?", dist.version if dist else "?", "ok")
+            _register(manager, catalog, record, ep.load)
+            records.append(record)
+
+    for entries in catalog.clashes():
+        message = clash_message(entries)
+        for record in records:
+            if record.status != "broken" and any(_provided_by(e, record) for e in entries):
+                record.status = "clash"
+                record.error = "; ".join(filter(None, [record.error, message]))
+
+    broken = [r for r in records if r.status == "broken"]
+    if broken and strict:
+        raise PluginError("ZOO_STRICT_PLUGINS is set and these plugins are broken:\n"
+                          + "\n".join(f"  {r.describe()}: {r.error}" for r in broken))
+    return Registry(manager, catalog, records)
+
+
+def _entry_point_order(ep: metadata.EntryPoint) -> tuple[str, str]:
+    """Entry-point name, then distribution: the same order (and clash messages) on every machine."""
+    dist = getattr(ep, "dist", None)
+    return ep.name, dist.name if dist else ""
+
+
+def _register(manager: pluggy.PluginManager, catalog: Catalog, record: PluginRecord, load: Any) -> None:
+    stage, plugin = "import", None
+    try:
+        plugin = load()
+        stage = "validate"
+        # Two distributions may pick the same entry-point name; pluggy needs unique names.
+        manager.register(plugin, name=f"{record.distribution}:{record.name}")
+        _check_hook_names(manager, plugin)
+        entries = _collect(manager, plugin, record)
+    except Exception as exc:  # a plugin's failure must not take the others down
+        record.status = "broken"
+        record.error = f"{stage} failed: {type(exc).__name__}: {exc}"
+        if plugin is not None and manager.is_registered(plugin):
+            manager.unregister(plugin)
+        if _env_flag("ZOO_DEBUG"):
+            traceback.print_exc(file=sys.stderr)
+        return
+    for entry in entries:
+        catalog.add(entry)
+
+
+def _provided_by(entry: Entry, record: PluginRecord) -> bool:
+    return entry.plugin == record.name and entry.distribution == record.distribution
+
+
+def _check_hook_names(manager: pluggy.PluginManager, plugin: Any) -> None:
+    """A misspelled hook would otherwise be accepted by pluggy and silently never called."""
+    for caller in manager.get_hookcallers(plugin) or []:
+        if caller.has_spec():
+            continue
+        if any(impl.plugin is plugin and not impl.optionalhook for impl in caller.get_hookimpls()):
+            known = ", ".join(hookspecs.KIND_HOOKS.values())
+            raise pluggy.PluginValidationError(plugin, f"unknown hook {caller.name!r}; the zoo's hooks are: {known}")
+
+
+def _collect(manager: pluggy.PluginManager, plugin: Any, record: PluginRecord) -> list[Entry]:
+    """Call this plugin's own hookimpls and check what they return."""
+    entries = []
+    for kind, hook_name in hookspecs.KIND_HOOKS.items():
+        for impl in getattr(manager.hook, hook_name).get_hookimpls():
+            if impl.plugin is not plugin:
+                continue
+            result = impl.function()
+            if result is None:
+                continue
+            if not isinstance(result, dict):
+                raise TypeError(f"{hook_name}() must return a dict of name -> factory, got {type(result).__name__}")
+            for name, factory in result.items():
+                if not isinstance(name, str) or not NAME_RE.match(name):
+                    raise ValueError(f"{hook_name}() returned an invalid {kind} name {name!r} "
+                                     "(lower-case letters, digits, '-', '_' and '.')")
+                if not callable(factory):
+                    raise TypeError(f"{hook_name}() returned a {kind} {name!r} whose factory is not callable")
+                entries.append(Entry(kind, name, factory, record.distribution, record.version, record.name))
+    return entries
+
+
+_REGISTRY: Optional[Registry] = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded on first use."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = load_registry()
+    return _REGISTRY
+
+
+def get_catalog() -> Catalog:
+    return get_registry().catalog
+
+
+def reset_registry() -> None:
+    """Forget the loaded plugins (tests, or after installing one in-process)."""
+    global _REGISTRY
+    _REGISTRY = None
