@@ -97,6 +97,7 @@ def site(tmp_path, monkeypatch):
     # Package names repeat across tests; forget them so the next test imports its own.
     for module in [m for m in sys.modules if m.split(".")[0] in site.packages]:
         del sys.modules[module]
+    reset_registry()  # nor may the process-wide registry keep this site's plugins
 
 
 @pytest.fixture
@@ -355,3 +356,23 @@ def test_zoo_list_shows_clashes(twin_site, zoo_list):
     assert all(s == "clash" and "dist-a" in e and "dist-b" in e for s, e in statuses.values())
     assert sorted((c["distribution"], c["summary"]) for c in listing["components"] if c["name"] == "twin") == [
         ("dist-a", "Twin head from dist-a."), ("dist-b", "Twin head from dist-b.")]
+
+
+def test_pipeline_naming_a_clashing_component_fails_and_qualified_name_works(site, tmp_path):
+    from zoo_core.pipeline.schema import load_pipeline
+
+    site.add("fcn-fork", "0.1", "fcn_fork", "from zoo_core.hookspecs import hookimpl\n\n"
+             "@hookimpl\ndef zoo_heads():\n    return {'fcn': dict}\n")
+    reset_registry()
+    head = {"type": "fcn", "args": {}}
+    pipeline = {"data": {"root": str(tmp_path)},
+                "model": {"backbone": {"type": "timm", "args": {"model_name": "resnet10t"}}, "heads": [head]}}
+    path = tmp_path / "p.yaml"
+    path.write_text(json.dumps(pipeline))
+    with pytest.raises(PluginError) as err:
+        load_pipeline(path)
+    message = str(err.value)
+    assert "model.heads[0].type" in message and "zoo-core" in message and "fcn-fork 0.1" in message
+    head["type"] = "zoo-core:fcn"
+    path.write_text(json.dumps(pipeline))
+    assert load_pipeline(path).model.heads[0].type == "zoo-core:fcn"

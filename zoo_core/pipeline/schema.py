@@ -16,7 +16,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ZooError
 
 
 class Strict(BaseModel):
@@ -235,8 +235,8 @@ def check_components(pipeline: Pipeline, source: str) -> None:
     for where, kind, spec in component_specs(pipeline):
         try:
             catalog.get(kind, spec.type)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {where}.type: {exc}") from None
+        except ZooError as exc:
+            raise type(exc)(f"{source}: {where}.type: {exc}") from None
     names = [m.name for m in pipeline.models]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
