@@ -1,62 +1,60 @@
-"""``zoo run`` and ``zoo train``."""
+"""``zoo run`` and ``zoo train``: both take a pipeline, a run directory and overrides."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import click
 
-from .schema import load_pipeline
-
-_set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
-                           help="Override a pipeline value (YAML syntax), e.g. --set train.max_iters=50.")
-_device_option = click.option("--device", help="cpu, cuda or cuda:N (overrides runtime.device).")
-_amp_option = click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]),
-                           help="Autocast precision (overrides runtime.amp); bf16 speeds up recent CPUs.")
+from .schema import Pipeline, load_pipeline
 
 
-def _load(pipeline_path: str, overrides: tuple[str, ...], device: str | None, amp: str | None):
-    extra = list(overrides)
-    if device:
-        extra.append(f"runtime.device={device}")
-    if amp:
-        extra.append(f"runtime.amp={amp}")
-    from ..cli import warn_broken_plugins
+def pipeline_command(name: str, default_out: str, out_help: str) -> Callable:
+    """A command taking PIPELINE, --out, --set, --device and --amp; it receives the validated pipeline."""
 
-    warn_broken_plugins()
-    return load_pipeline(pipeline_path, extra)
+    def decorate(body: Callable[[Pipeline, Path], None]) -> click.Command:
+        @click.command(name, help=body.__doc__)
+        @click.argument("pipeline_path", metavar="PIPELINE", type=click.Path(dir_okay=False))
+        @click.option("--out", type=click.Path(file_okay=False), default=default_out, show_default=True, help=out_help)
+        @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+                      help="Override a pipeline value (YAML syntax), e.g. --set train.max_iters=50.")
+        @click.option("--device", help="cpu, cuda or cuda:N (overrides runtime.device).")
+        @click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]),
+                      help="Autocast precision (overrides runtime.amp); bf16 speeds up recent CPUs.")
+        def command(pipeline_path: str, out: str, overrides: tuple[str, ...], device: str | None,
+                    amp: str | None) -> None:
+            extra = list(overrides)
+            if device:
+                extra.append(f"runtime.device={device}")
+            if amp:
+                extra.append(f"runtime.amp={amp}")
+            from ..cli import warn_broken_plugins
+
+            warn_broken_plugins()
+            body(load_pipeline(pipeline_path, extra), Path(out))
+
+        return command
+
+    return decorate
 
 
-@click.command("run")
-@click.argument("pipeline_path", metavar="PIPELINE", type=click.Path(dir_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
-              help="Run directory; rerunning into it resumes.")
-@_set_option
-@_device_option
-@_amp_option
-def run_command(pipeline_path: str, out: str, overrides: tuple[str, ...], device: str | None, amp: str | None) -> None:
+@pipeline_command("run", "runs/latest", "Run directory; rerunning into it resumes.")
+def run_command(pipeline: Pipeline, out: Path) -> None:
     """Predict and evaluate: data -> models (TTA) -> ensemble -> PNGs -> metrics and report."""
     from .report import metrics_table
     from .run import run_pipeline
 
-    pipeline = _load(pipeline_path, overrides, device, amp)
-    metrics = run_pipeline(pipeline, Path(out), log=lambda m: click.echo(m, err=True))
-    click.echo(f"predictions: {Path(out) / 'pred'}")
+    metrics = run_pipeline(pipeline, out, log=lambda m: click.echo(m, err=True))
+    click.echo(f"predictions: {out / 'pred'}")
     if metrics:
         click.echo(metrics_table(metrics))
-        click.echo(f"metrics: {Path(out) / 'metrics.json'}  report: {Path(out) / 'report'}")
+        click.echo(f"metrics: {out / 'metrics.json'}  report: {out / 'report'}")
 
 
-@click.command("train")
-@click.argument("pipeline_path", metavar="PIPELINE", type=click.Path(dir_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), default="runs/train", show_default=True,
-              help="Run directory: checkpoints, train_log.jsonl, model.safetensors, config.json.")
-@_set_option
-@_device_option
-@_amp_option
-def train_command(pipeline_path: str, out: str, overrides: tuple[str, ...], device: str | None, amp: str | None) -> None:
+@pipeline_command("train", "runs/train", "Run directory: checkpoints, train_log.jsonl, model.safetensors, config.json.")
+def train_command(pipeline: Pipeline, out: Path) -> None:
     """Train the pipeline's `model` with its `train` recipe."""
     from ..engine.trainer import train
 
-    pipeline = _load(pipeline_path, overrides, device, amp)
-    train(pipeline, Path(out), log=lambda m: click.echo(m, err=True))
+    train(pipeline, out, log=lambda m: click.echo(m, err=True))
