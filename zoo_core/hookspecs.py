@@ -148,6 +148,22 @@ def zoo_ensemblers() -> Factories:
     """
 
 
+@hookspec
+def zoo_registry_cards() -> list:
+    """Registry cards of published weights: a list of card files (paths) or card mappings.
+
+    Each card follows :class:`zoo_core.hub.cards.Card` (name, plugin, model, class names,
+    Hub ``repo_id``/``revision``/``filename``/``sha256``, metrics, license). ``zoo list
+    --weights`` shows them and ``zoo pull NAME`` downloads and verifies their weights.
+
+    Example::
+
+        @hookimpl
+        def zoo_registry_cards():
+            return [Path(__file__).parent / "cards" / "swin-l-ocr.vspw.yaml"]
+    """
+
+
 KIND_HOOKS = {
     "backbone": "zoo_backbones",
     "head": "zoo_heads",
