@@ -220,4 +220,4 @@ def test_the_shipped_examples_validate(monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     pipeline = load_pipeline("examples/quickstart.yaml")
     assert pipeline.model and pipeline.train and pipeline.models
-    assert pipeline.train.transforms and pipeline.models[0].weights == Path("runs/quickstart-model")
+    assert pipeline.train.transforms and pipeline.models[0].weights == "runs/quickstart-model"

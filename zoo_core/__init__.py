@@ -4,4 +4,18 @@ __version__ = "0.1.0"
 
 from .hookspecs import hookimpl  # noqa: E402  (the one import a plugin needs)
 
-__all__ = ["hookimpl", "__version__"]
+__all__ = ["hookimpl", "load", "__version__"]
+
+
+def load(name_or_dir, device="cpu"):
+    """The model of a registry card (pulled and verified) or of a model directory, in eval mode.
+
+    ``config.json`` names the components and their arguments, so the class is never named
+    here; the weights (safetensors) are loaded strictly.
+    """
+    # Imported here so that `import zoo_core` stays light for plugins.
+    from .hub.client import resolve_weights
+    from .hub.local import load_model_dir
+
+    model, _ = load_model_dir(resolve_weights(str(name_or_dir)).path, device=device)
+    return model

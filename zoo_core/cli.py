@@ -44,12 +44,18 @@ def warn_broken_plugins() -> None:
 @click.argument("pattern", required=False)
 @click.option("--kind", type=click.Choice(["backbone", "head", "loss", "remapper", "tta", "ensembler"]),
               help="Only components of this kind.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with 'plugins' and 'components'.")
-def list_command(pattern: str | None, kind: str | None, as_json: bool) -> None:
+@click.option("--weights", is_flag=True, help="List the registry cards of published weights instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with 'plugins' and 'components' "
+              "(with --weights: 'weights').")
+def list_command(pattern: str | None, kind: str | None, weights: bool, as_json: bool) -> None:
     """Installed plugins and their components; PATTERN is a shell-style wildcard."""
     import fnmatch
 
     from .plugins import get_registry
+
+    if weights:
+        _list_weights(pattern, as_json)
+        return
 
     registry = get_registry()
     components = registry.catalog.entries(kind=kind, pattern=pattern)
@@ -76,15 +82,40 @@ def list_command(pattern: str | None, kind: str | None, as_json: bool) -> None:
         click.echo(f"  {c.name:<20} {c.distribution:<24} {c.summary}")
 
 
+def _list_weights(pattern: str | None, as_json: bool) -> None:
+    import fnmatch
+
+    from .hub.cards import discover_cards
+
+    sources = [s for s in discover_cards() if not pattern or fnmatch.fnmatchcase(s.card.name, pattern)]
+    if as_json:
+        click.echo(json.dumps({"weights": [dict(s.card.model_dump(mode="json"), origin=s.origin) for s in sources]},
+                              indent=2))
+        return
+    if not sources:
+        click.echo("no registry cards" + (f" match {pattern!r}" if pattern else "")
+                   + " (cards come from zoo-core, plugins and the folders in ZOO_REGISTRY_PATH)")
+    for source in sources:
+        card = source.card
+        miou = f"mIoU {100 * card.metrics.miou:.2f} ({card.metrics.split})" if card.metrics and card.metrics.miou is not None else ""
+        flag = "" if card.verified else "  [unverified]"
+        click.echo(f"{card.name:<28} {card.hub.repo_id}@{card.hub.revision[:12]}  {card.plugin.distribution:<18} {miou}{flag}")
+        if card.summary:
+            click.echo(f"    {card.summary}")
+
+
 def _register_subcommands() -> None:
     from .data.command import data_group
     from .evaluation.command import eval_command
+    from .hub.command import convert_command, hub_group, pull_command, push_command
     from .pipeline.command import run_command, train_command
 
     main.add_command(data_group)
     main.add_command(eval_command)
     main.add_command(run_command)
     main.add_command(train_command)
+    for command in (pull_command, push_command, convert_command, hub_group):
+        main.add_command(command)
 
 
 _register_subcommands()

@@ -58,6 +58,16 @@ class HubFile(_Strict):
             raise ValueError("must be ORG/NAME")
         return value
 
+    @field_validator("filename")
+    @classmethod
+    def _filename(cls, value: str) -> str:
+        parts = value.split("/")
+        # The model is rebuilt from the config.json beside the weights, and only safetensors are loaded.
+        if parts[-1] != "model.safetensors" or "" in parts or ".." in parts:
+            raise ValueError("must be model.safetensors, or a folder path ending in /model.safetensors "
+                             "(config.json sits beside it)")
+        return value
+
     @field_validator("revision")
     @classmethod
     def _revision(cls, value: str) -> str:
@@ -138,14 +148,16 @@ def parse_card(data: Any, origin: str) -> Card:
         raise ConfigError(f"{origin}: invalid registry card\n" + "\n".join(lines)) from None
 
 
-def load_card_file(path: Path) -> Card:
+def load_card_file(path: Any, origin: Optional[str] = None) -> Card:
+    """Read and validate a card file (a path, or a resource of the shipped registry)."""
+    origin = origin or str(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read card: {exc.strerror or exc}") from None
+        raise ConfigError(f"{origin}: cannot read card: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_card(data, str(path))
+        raise ConfigError(f"{origin}: not valid YAML: {exc}") from None
+    return parse_card(data, origin)
 
 
 def _card_files(directory: Path) -> list[Path]:
@@ -158,8 +170,7 @@ def discover_cards() -> list[CardSource]:
     shipped = resources.files("zoo_core.registry")
     for entry in sorted(shipped.iterdir(), key=lambda e: e.name):
         if entry.name.endswith((".yaml", ".yml")):
-            sources.append(CardSource(parse_card(yaml.safe_load(entry.read_text(encoding="utf-8")), f"registry/{entry.name}"),
-                                      f"registry/{entry.name} (zoo-core)"))
+            sources.append(CardSource(load_card_file(entry, f"registry/{entry.name}"), f"registry/{entry.name} (zoo-core)"))
 
     from ..plugins import get_registry
 

@@ -20,6 +20,7 @@ from ..data.vspw import VSPWDataset, normalize
 from ..errors import ConfigError
 from ..evaluation.evaluator import StreamingEvaluator, VideoStats
 from ..fileio import atomic_write_text
+from ..hub.client import Lock, resolve_weights
 from ..hub.local import load_model_dir
 from ..inference.predictor import ModelRunner, Predictor, resolve_device
 from ..inference.sinks import PngWriter, overlay, prefetch
@@ -29,16 +30,25 @@ from .schema import Pipeline
 
 STATE_DIR = "state"
 PRED_DIR = "pred"
+LOCK_NAME = "zoo.lock"
 
 
-def build_predictor(pipeline: Pipeline, device: torch.device) -> tuple[Predictor, list[str], int]:
-    """Load every model directory, wrap it in its TTA policy; check they agree on the classes."""
+def build_predictor(pipeline: Pipeline, device: torch.device) -> tuple[Predictor, list[str], int, Lock]:
+    """Resolve and load every model, wrap it in its TTA policy; check they agree on the classes.
+
+    Returns the lock of the weights that came from registry cards (repo, revision, sha256).
+    """
     if not pipeline.models:
         raise ConfigError("models: the pipeline names no trained model to run; add `models: [{name: ..., weights: DIR}]`")
     catalog = get_catalog()
+    pinned = Lock.load(pipeline.lock) if pipeline.lock else None
+    used = Lock()
     runners, class_names, num_classes = [], None, None
     for i, spec in enumerate(pipeline.models):
-        model, config = load_model_dir(spec.weights, device=device)
+        resolved = resolve_weights(spec.weights, pinned)
+        if resolved.repo_id:
+            used.add(resolved)
+        model, config = load_model_dir(resolved.path, device=device)
         model.eval()
         names = config.get("class_names")
         n = config["model"]["num_classes"]
@@ -49,7 +59,7 @@ def build_predictor(pipeline: Pipeline, device: torch.device) -> tuple[Predictor
         tta = catalog.build("tta", spec.tta.type, spec.tta.args)
         runners.append(ModelRunner(spec.name, model, tta, device, pipeline.runtime.amp))
     ensembler = catalog.build("ensembler", pipeline.ensemble.type, pipeline.ensemble.args)
-    return Predictor(runners, ensembler), class_names, num_classes
+    return Predictor(runners, ensembler), class_names, num_classes, used
 
 
 def _claim_output(out: Path, pipeline: Pipeline) -> None:
@@ -75,9 +85,11 @@ def run_pipeline(pipeline: Pipeline, out: Path, log=print) -> dict:
         torch.set_num_threads(pipeline.runtime.threads)
     dataset = VSPWDataset(pipeline.data.root, pipeline.data.split)
     videos = _select_videos(dataset, pipeline)
-    predictor, class_names, num_classes = build_predictor(pipeline, device)
+    predictor, class_names, num_classes, lock = build_predictor(pipeline, device)
     class_names = class_names or dataset.class_names
     _claim_output(out, pipeline)
+    if lock.entries:  # what exactly was run, next to the results
+        lock.save(out / LOCK_NAME)
 
     evaluator = StreamingEvaluator(num_classes, tuple(pipeline.eval.windows)) if pipeline.eval.enabled else None
     writer = PngWriter(pipeline.output.png_compress_level)

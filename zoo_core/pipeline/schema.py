@@ -46,10 +46,14 @@ class DataSpec(Strict):
 
 
 class PipelineModel(Strict):
-    """One model of the prediction stage: trained weights (a run or model directory) and its TTA."""
+    """One model of the prediction stage: its weights and its TTA policy.
+
+    ``weights`` is a model directory (``config.json`` + ``model.safetensors``, as ``zoo train``
+    writes) or the name of a registry card, pulled and verified (``zoo list --weights``).
+    """
 
     name: str
-    weights: Path
+    weights: str
     tta: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="identity"))
 
 
@@ -107,6 +111,7 @@ class Pipeline(Strict):
     output: OutputSpec = Field(default_factory=OutputSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    lock: Optional[Path] = None  # a zoo.lock: card weights are pulled at exactly its revisions and hashes
 
     def fingerprint(self) -> str:
         """What determines the results: a rerun into the same directory must match it to resume."""

@@ -1,0 +1,403 @@
+"""``zoo pull``, verification, ``zoo.lock`` and ``zoo_core.load`` against a real Hub mirror.
+
+``olah`` serves git repositories made by the tests over the Hub protocol on 127.0.0.1; the
+client is the real ``huggingface_hub``. Its retries are switched off in these tests only,
+so that faults fail in milliseconds instead of after a 23 s backoff.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import socket
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from olah_mirror import OlahMirror, make_model_repo
+
+import zoo_core
+from zoo_core.components.segmentor import build_segmentor
+from zoo_core.errors import ConfigError, DataError
+from zoo_core.hub import client
+from zoo_core.hub.client import Lock, UnverifiedWeightsWarning, hub_cache_dir, pull, resolve_weights
+from zoo_core.hub.command import pull_command
+from zoo_core.hub.local import save_model_dir
+from zoo_core.plugins import reset_registry
+
+MODEL_CONFIG = {"num_classes": 3,
+                "backbone": {"type": "timm", "args": {"model_name": "test_resnet", "out_indices": [1, 2]}},
+                "heads": [{"type": "fcn", "args": {"channels": 8, "num_convs": 1}}]}
+CLASS_NAMES = ["road", "sky", "tree"]
+REPO = "zoo-test/tiny"
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory) -> dict[str, bytes]:
+    torch.manual_seed(0)
+    model = build_segmentor(MODEL_CONFIG).eval()
+    out = tmp_path_factory.mktemp("model")
+    save_model_dir(model, MODEL_CONFIG, out, extra={"class_names": CLASS_NAMES})
+    return {name: (out / name).read_bytes() for name in ("config.json", "model.safetensors")}
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    with OlahMirror(tmp_path_factory.mktemp("olah")) as mirror:
+        yield mirror
+
+
+@pytest.fixture(scope="module")
+def published(mirror, model_files) -> dict[str, str]:
+    """REPO with two commits: the model, then the same model with other weights bytes."""
+    first = make_model_repo(mirror.mirrors_dir, REPO, model_files)
+    changed = bytearray(model_files["model.safetensors"])
+    changed[-1] ^= 0xFF  # the last float of the last tensor: still a loadable file
+    second = make_model_repo(mirror.mirrors_dir, REPO, {"model.safetensors": bytes(changed)})
+    return {"first": first, "second": second, "first_sha": sha256(model_files["model.safetensors"]),
+            "second_sha": sha256(bytes(changed))}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Hub:
+    """The per-test client environment: an empty cache and a card folder, pointed at an endpoint."""
+
+    def __init__(self, root: Path, monkeypatch, endpoint: str):
+        self.root, self.monkeypatch = root, monkeypatch
+        self.cards = root / "cards"
+        self.cards.mkdir()
+        for name in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_TOKEN", "ZOO_DISABLE_PLUGIN_AUTOLOAD"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        monkeypatch.setenv("HF_HOME", str(root / "hf-home"))
+        monkeypatch.setenv("ZOO_REGISTRY_PATH", str(self.cards))
+
+    def card(self, name: str, revision: str, sha: str = "", *, repo_id: str = REPO, verified: bool = True,
+             filename: str = "model.safetensors", size: int | None = None) -> str:
+        hub = {"repo_id": repo_id, "revision": revision, "filename": filename, "sha256": sha}
+        if size:
+            hub["size"] = size
+        card = {"name": name, "plugin": {"distribution": "zoo-core", "min_version": "0.1"},
+                "model": {"config": MODEL_CONFIG}, "num_classes": 3, "class_names": CLASS_NAMES,
+                "hub": hub, "verified": verified, "license": "apache-2.0"}
+        (self.cards / f"{name}.yaml").write_text(yaml.safe_dump(card))
+        return name
+
+    def files(self) -> list[str]:
+        """Every file and link in the cache, relative, without the lock and record folders."""
+        cache = hub_cache_dir()
+        return sorted(str(p.relative_to(cache)) for p in cache.rglob("*")
+                      if not p.is_dir() and ".locks" not in p.parts and ".zoo-sha256" not in p.parts)
+
+
+@pytest.fixture
+def fast_fail(monkeypatch):
+    import huggingface_hub.file_download as file_download
+
+    monkeypatch.setattr(file_download, "_DEFAULT_RETRY_ON_EXCEPTIONS", ())
+    monkeypatch.setattr(file_download, "_DEFAULT_RETRY_ON_STATUS_CODES", ())
+    # no resuming of a broken body either (it sleeps a second per attempt)
+    monkeypatch.setattr(file_download, "http_get", functools.partial(file_download.http_get, _nb_retries=0))
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch, mirror, fast_fail):
+    reset_registry()
+    yield Hub(tmp_path, monkeypatch, mirror.endpoint)
+    reset_registry()
+
+
+# --- the happy path, the cache and offline use ------------------------------------------------
+
+
+def test_pull_pinned_commit_verifies_and_the_cache_then_needs_no_server(tmp_path, monkeypatch, fast_fail,
+                                                                        model_files):
+    with OlahMirror(tmp_path / "olah") as own:  # this test stops its server
+        commit = make_model_repo(own.mirrors_dir, REPO, model_files)
+        hub = Hub(tmp_path, monkeypatch, own.endpoint)
+        weights_sha = sha256(model_files["model.safetensors"])
+        hub.card("tiny.test", commit, weights_sha, size=len(model_files["model.safetensors"]))
+        resolved = pull("tiny.test")
+    assert (resolved.name, resolved.repo_id, resolved.revision) == ("tiny.test", REPO, commit)
+    assert (resolved.filename, resolved.sha256, resolved.verified) == ("model.safetensors", weights_sha, True)
+    assert resolved.path == tmp_path / "hf-home" / "hub" / "models--zoo-test--tiny" / "snapshots" / commit
+    for name, data in model_files.items():
+        assert (resolved.path / name).read_bytes() == data
+
+    # the server is gone: the cached, verified copy is used
+    assert pull("tiny.test") == resolved
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert pull("tiny.test") == resolved
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-home"))
+    with pytest.raises(DataError) as err:
+        pull("tiny.test")
+    assert str(err.value).startswith(f"HF_HUB_OFFLINE is set and {REPO}@{commit}/model.safetensors is not in the "
+                                     f"cache {tmp_path / 'empty-home' / 'hub'}; unset HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    started = time.monotonic()
+    with pytest.raises(DataError, match=rf"cannot reach {own.endpoint} to download {REPO}@{commit}/model.safetensors"
+                                        ".*set HF_HUB_OFFLINE=1"):
+        pull("tiny.test")
+    assert time.monotonic() - started < 10
+    assert hub.files() == []  # a failed pull leaves nothing behind
+
+
+def test_a_cached_file_is_verified_again_and_a_changed_copy_is_refused(hub, published, monkeypatch):
+    hub.card("tiny.test", published["first"], published["first_sha"])
+    resolved = pull("tiny.test")
+    with monkeypatch.context() as patched:  # an unchanged cached file is not hashed again
+        patched.setattr(client, "file_sha256", lambda path: pytest.fail(f"{path} was hashed again"))
+        assert pull("tiny.test") == resolved
+    blob = (resolved.path / "model.safetensors").resolve()
+    data = bytearray(blob.read_bytes())
+    data[100] ^= 1
+    blob.write_bytes(bytes(data))  # a damaged cache: same size, new modification time
+    with pytest.raises(DataError, match=f"sha256 mismatch for {REPO}@{published['first']}/model.safetensors: "
+                                        f"expected {published['first_sha']} \\(card 'tiny.test'\\), found "):
+        pull("tiny.test")
+    assert not blob.exists() and not (resolved.path / "model.safetensors").exists()
+    assert pull("tiny.test").sha256 == published["first_sha"]  # downloaded again
+
+
+def test_local_dir_gets_the_verified_files(hub, published, model_files, tmp_path):
+    hub.card("tiny.test", published["first"], published["first_sha"])
+    resolved = pull("tiny.test", local_dir=tmp_path / "out")
+    assert resolved.path == tmp_path / "out" and resolved.verified
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == model_files["model.safetensors"]
+    assert not (tmp_path / "out" / "model.safetensors").is_symlink()
+
+
+# --- faults ---------------------------------------------------------------------------------
+
+
+def test_one_flipped_byte_is_refused_and_removed_from_the_cache(hub, published):
+    hub.card("tiny.test", published["second"], published["first_sha"])  # the card vouches for other bytes
+    with pytest.raises(DataError) as err:
+        pull("tiny.test")
+    assert str(err.value).startswith(
+        f"sha256 mismatch for {REPO}@{published['second']}/model.safetensors: expected {published['first_sha']} "
+        f"(card 'tiny.test'), found {published['second_sha']}; the file was removed from the cache and nothing "
+        "was loaded")
+    assert hub.files() == ["CACHEDIR.TAG"]
+
+
+def test_size_from_the_card_is_checked(hub, published, model_files):
+    hub.card("tiny.test", published["first"], published["first_sha"], size=len(model_files["model.safetensors"]) + 1)
+    with pytest.raises(DataError, match="size mismatch .* expected .* bytes \\(card 'tiny.test'\\), found"):
+        pull("tiny.test")
+    assert hub.files() == ["CACHEDIR.TAG"]
+
+
+def test_unknown_repository_file_and_revision(hub, published, mirror):
+    hub.card("missing-repo", published["first"], published["first_sha"], repo_id="zoo-test/missing")
+    with pytest.raises(DataError) as err:  # olah says "no such file" for a missing repository at a commit id
+        pull("missing-repo")
+    assert mirror.endpoint in str(err.value) and f"zoo-test/missing at revision {published['first']}" in str(err.value)
+    assert "check the card's hub.repo_id" in str(err.value)
+
+    hub.card("missing-file", published["first"], published["first_sha"], filename="sub/model.safetensors")
+    with pytest.raises(DataError, match=f"no file 'sub/model.safetensors' in repository {REPO} at revision "
+                                        f"{published['first']}; check the card's hub.repo_id and hub.filename"):
+        pull("missing-file")
+
+    hub.card("tiny.test", published["first"], published["first_sha"])
+    with pytest.raises(DataError, match=f"has no repository {REPO} with a revision 'no-such-branch'"):
+        pull("tiny.test", revision="no-such-branch")
+
+    hub.card("missing-commit", "0123456789abcdef0123456789abcdef01234567", published["first_sha"])
+    started = time.monotonic()
+    with pytest.raises(DataError, match=f"{REPO}@0123456789abcdef0123456789abcdef01234567/model.safetensors"):
+        pull("missing-commit")
+    assert time.monotonic() - started < 10
+    assert [f for f in hub.files() if f != "CACHEDIR.TAG" and ".no_exist" not in f] == []
+
+
+class CutShortProxy:
+    """A TCP proxy to the mirror that passes HEAD answers whole and stops GET bodies after ``body_bytes``.
+
+    ``clean=True`` ends the body with a normal close (an HTTP/1.0 upstream answer is
+    delimited by the close); otherwise the chunked body stops mid-chunk, a broken download.
+    """
+
+    def __init__(self, upstream_port: int, body_bytes: int, clean: bool):
+        self.upstream_port, self.body_bytes, self.clean = upstream_port, body_bytes, clean
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.2)
+        self.port = self.server.getsockname()[1]
+        self.stopping = threading.Event()
+        self.requests: list[str] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> "CutShortProxy":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
+        self.server.close()
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                client, _ = self.server.accept()
+            except socket.timeout:
+                continue
+            with client, socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5) as upstream:
+                client.settimeout(5)
+                self._relay(client, upstream)
+
+    def _relay(self, client: socket.socket, upstream: socket.socket) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = client.recv(65536)
+            if not chunk:
+                return
+            request += chunk
+        head, _, _ = request.partition(b"\r\n\r\n")
+        self.requests.append(head.decode("latin-1"))
+        lines = [line for line in head.split(b"\r\n") if not line.lower().startswith(b"connection:")]
+        is_get = lines[0].startswith(b"GET ")
+        if is_get and self.clean:
+            lines[0] = lines[0].rsplit(b" ", 1)[0] + b" HTTP/1.0"
+        upstream.sendall(b"\r\n".join(lines + [b"Connection: close"]) + b"\r\n\r\n")
+        answer = b""
+        while True:
+            chunk = upstream.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+            header_end = answer.find(b"\r\n\r\n")
+            if is_get and header_end >= 0 and len(answer) > header_end + 4 + self.body_bytes:
+                answer = answer[: header_end + 4 + self.body_bytes]
+                break
+        client.sendall(answer)
+
+
+@pytest.mark.parametrize("clean", [True, False], ids=["closed-early", "broken-chunk"])
+def test_a_download_cut_short_leaves_nothing_partial(hub, published, mirror, monkeypatch, clean):
+    hub.card("tiny.test", published["first"], published["first_sha"])
+    with CutShortProxy(mirror.port, body_bytes=5000, clean=clean) as proxy:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{proxy.port}")
+        monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+        with pytest.raises(DataError) as err:
+            pull("tiny.test")
+    assert [r.split(" ", 1)[0] for r in proxy.requests] == ["HEAD", "GET"]
+    assert all("authorization: bearer hf_test_token" in r.lower() for r in proxy.requests)
+    assert str(err.value).startswith(f"the download of {REPO}@{published['first']}/model.safetensors from "
+                                     f"http://127.0.0.1:{proxy.port} failed or was cut short: ")
+    assert "nothing partial was kept" in str(err.value)
+    assert [f for f in hub.files() if f != "CACHEDIR.TAG"] == []
+    monkeypatch.setenv("HF_ENDPOINT", mirror.endpoint)
+    assert pull("tiny.test").verified  # and the next pull completes
+
+
+# --- unverified weights and the lock ------------------------------------------------------------
+
+
+def test_unverified_card_warns_and_the_lock_records_what_was_seen(hub, published, tmp_path):
+    hub.card("third-party", published["first"], verified=False)
+    with pytest.warns(UnverifiedWeightsWarning, match="card 'third-party' is marked verified: false .* it has sha256 "
+                                                      + published["first_sha"]):
+        resolved = pull("third-party")
+    assert (resolved.sha256, resolved.verified) == (published["first_sha"], False)
+    lock = Lock()
+    lock.add(resolved)
+    lock.save(tmp_path / "zoo.lock")
+    assert json.loads((tmp_path / "zoo.lock").read_text()) == {"version": 1, "weights": {"third-party": {
+        "filename": "model.safetensors", "repo_id": REPO, "revision": published["first"],
+        "sha256": published["first_sha"]}}}
+    # pinned by the lock, the same file is vouched for: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_weights("third-party", Lock.load(tmp_path / "zoo.lock")).verified
+
+
+def test_another_revision_is_unverified_unless_the_bytes_match(hub, published):
+    hub.card("tiny.test", published["first"], published["first_sha"])
+    with pytest.warns(UnverifiedWeightsWarning, match=f"{REPO}@{published['second']}/model.safetensors is not the "
+                                                      "file card 'tiny.test' names"):
+        resolved = pull("tiny.test", revision="main")
+    assert (resolved.revision, resolved.sha256, resolved.verified) == (published["second"], published["second_sha"],
+                                                                       False)
+    hub.card("tiny.test", published["second"], published["second_sha"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pull("tiny.test", revision="main").verified  # the branch points at the card's commit
+
+
+def test_lock_pins_revision_and_sha256(hub, published, tmp_path):
+    hub.card("tiny.test", published["second"], published["second_sha"])  # the card has moved on
+    pinned = {"repo_id": REPO, "revision": published["first"], "filename": "model.safetensors",
+              "sha256": published["first_sha"]}
+    Lock({"tiny.test": pinned}).save(tmp_path / "zoo.lock")
+    resolved = resolve_weights("tiny.test", Lock.load(tmp_path / "zoo.lock"))
+    assert (resolved.revision, resolved.sha256, resolved.verified) == (published["first"], published["first_sha"], True)
+    assert resolve_weights("tiny.test").revision == published["second"]  # without the lock: the card
+
+    Lock({"tiny.test": dict(pinned, sha256=published["second_sha"])}).save(tmp_path / "bad.lock")
+    with pytest.raises(DataError) as err:
+        resolve_weights("tiny.test", Lock.load(tmp_path / "bad.lock"))
+    assert (f"sha256 mismatch for {REPO}@{published['first']}/model.safetensors: expected {published['second_sha']} "
+            f"(pinned by the lock {tmp_path / 'bad.lock'}), found {published['first_sha']}") in str(err.value)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("{not json", "not a readable zoo.lock"),
+    ('{"version": 2, "weights": {}}', "not a zoo.lock: expected"),
+    ('["not", "a", "mapping"]', "not a zoo.lock: expected"),
+    ('{"version": 1, "weights": {"x": {"repo_id": "a/b", "revision": "main", "filename": "model.safetensors", '
+     '"sha256": "' + "0" * 64 + '"}}}', "weights.x: revision 'main' is not a full 40-hex commit id"),
+])
+def test_malformed_lock_names_the_file(tmp_path, text, problem):
+    path = tmp_path / "zoo.lock"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"{path}: {problem}"):
+        Lock.load(path)
+    with pytest.raises(ConfigError, match=f"lock file {tmp_path / 'none.lock'} not found"):
+        Lock.load(tmp_path / "none.lock")
+
+
+# --- loading by name, and the command ---------------------------------------------------------
+
+
+def test_zoo_load_by_name_and_by_directory_give_the_same_model(hub, published, model_files, tmp_path):
+    hub.card("tiny.test", published["first"], published["first_sha"])
+    by_name = zoo_core.load("tiny.test")
+    for name, data in model_files.items():
+        (tmp_path / name).write_bytes(data)
+    by_dir = zoo_core.load(tmp_path)
+    torch.manual_seed(0)
+    expected = build_segmentor(MODEL_CONFIG).eval()
+    images = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(by_name.predict(images), expected.predict(images))
+        assert torch.equal(by_dir.predict(images), expected.predict(images))
+    local = resolve_weights(str(tmp_path))
+    assert (local.repo_id, local.revision, local.sha256) == (None, None, published["first_sha"])
+    with pytest.raises(DataError, match="weights 'runs/nothing': no such model directory"):
+        zoo_core.load("runs/nothing")
+
+
+def test_pull_command_prints_location_revision_and_hash(hub, published):
+    hub.card("tiny.test", published["first"], published["first_sha"])
+    result = CliRunner().invoke(pull_command, ["tiny.test"])
+    assert result.exit_code == 0, result.output
+    assert f"{REPO}@{published['first']}" in result.output
+    assert f"sha256 {published['first_sha']} (verified against card 'tiny.test')" in result.output
+    assert str(hub_cache_dir() / "models--zoo-test--tiny" / "snapshots" / published["first"]) in result.output
+
+    result = CliRunner().invoke(pull_command, ["tiny.test", "--revision", "main"])
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.stderr and "is not the file card 'tiny.test' names" in result.stderr
+    assert f"sha256 {published['second_sha']} (unverified)" in result.output
