@@ -123,3 +123,43 @@ def test_zoo_run_with_the_card_name_gives_the_same_pngs_and_a_lock(trained_and_r
     assert lock == {"repo_id": "team/roundtrip-model", "revision": card.hub.revision,
                     "filename": "model.safetensors", "sha256": card.hub.sha256}
     assert parse_card(yaml.safe_load(card.to_yaml()), "card") == card
+
+
+def test_a_pipeline_pinned_to_its_lock_ignores_a_newer_card_and_refuses_other_bytes(
+        trained_and_run, published, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _, path, model_dir, _ = trained_and_run
+    hub, card = published
+    registry = tmp_path / "registry"
+    env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "home"), "ZOO_REGISTRY_PATH": str(registry)}
+    first = tmp_path / "first"
+    zoo("run", path, "--out", first, "--set", f"models.0.weights={card.name}", env=env)
+
+    # New weights in the same repository; the card now names the new commit.
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    (changed / "config.json").write_text((model_dir / "config.json").read_text())
+    tensors = load_file(model_dir / "model.safetensors")
+    tensors = {k: (v + 0.5 if v.is_floating_point() else v) for k, v in tensors.items()}
+    save_file(tensors, changed / "model.safetensors")
+    newer = push(changed, "team/roundtrip-model").card
+    assert newer.hub.revision != card.hub.revision
+    (registry / "roundtrip-model.yaml").write_text(newer.to_yaml())
+
+    pinned = tmp_path / "pinned"
+    zoo("run", path, "--out", pinned, "--set", f"models.0.weights={card.name}", "--set",
+        f"lock={first / 'zoo.lock'}", env=env)
+    assert json.loads((pinned / "zoo.lock").read_text()) == json.loads((first / "zoo.lock").read_text())
+    for png in (first / "pred").rglob("*.png"):
+        assert np.array_equal(read_prediction(png), read_prediction(pinned / png.relative_to(first)))
+
+    tampered = json.loads((first / "zoo.lock").read_text())
+    tampered["weights"][card.name]["sha256"] = "0" * 64
+    lock_path = tmp_path / "tampered.lock"
+    lock_path.write_text(json.dumps(tampered))
+    result = subprocess.run([sys.executable, "-m", "zoo_core.cli", "run", str(path), "--out", str(tmp_path / "t"),
+                             "--set", f"models.0.weights={card.name}", "--set", f"lock={lock_path}"],
+                            env=zoo_environment(env), capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "sha256" in result.stderr and "tampered.lock" in result.stderr and "0" * 64 in result.stderr

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -103,7 +103,7 @@ class Card(_Strict):
     hub: HubFile
     verified: bool = True
     metrics: Optional[Metrics] = None
-    recipe: str = ""
+    recipe: Union[str, dict[str, Any]] = ""  # a recipe name or file, or the training settings themselves
     license: str
     paper: Optional[str] = None
 

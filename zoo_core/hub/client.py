@@ -61,8 +61,8 @@ def hub_offline() -> bool:
 class Resolved:
     """Weights ready to load: ``path`` holds ``config.json`` and the weights file.
 
-    ``repo_id`` and ``revision`` (the commit downloaded) are ``None`` for a local model
-    directory. ``verified`` says that ``sha256`` matched the one a card or a lock gave.
+    ``repo_id`` and ``revision`` (the commit downloaded) are ``None``, and ``sha256`` is
+    empty, for a local model directory. ``verified`` says that ``sha256`` matched the one a card or a lock gave.
     """
 
     name: str
@@ -107,7 +107,7 @@ def resolve_weights(ref: str, lock: Optional["Lock"] = None) -> Resolved:
         if not weights.is_file():
             raise DataError(f"{weights} not found: {path} is not a saved model directory "
                             f"(it needs {CONFIG_NAME} and {WEIGHTS_NAME}); check the path or train the model again")
-        return Resolved(str(ref), path, None, None, WEIGHTS_NAME, file_sha256(weights), False)
+        return Resolved(str(ref), path, None, None, WEIGHTS_NAME, "", False)  # nothing to verify against
     if not NAME_RE.match(str(ref)):  # card names have no '/': this was meant as a directory
         raise DataError(f"weights {ref!r}: no such model directory, and not a registry card name; "
                         "train the model first (zoo train) or check the path")

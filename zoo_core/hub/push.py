@@ -155,7 +155,7 @@ def build_card(name: str, repo_id: str, config: dict, sha256: str, size: int, me
         "hub": {"repo_id": repo_id, "revision": PLACEHOLDER_REVISION, "filename": WEIGHTS_NAME, "sha256": sha256,
                 "size": size},
         "metrics": metrics.model_dump() if metrics else None,
-        "recipe": _recipe(config.get("train")),
+        "recipe": config.get("train") or "",
         "license": license,
     }
     try:
@@ -180,12 +180,6 @@ def _summary(model: dict) -> str:
     name = backbone.get("args", {}).get("model_name")
     heads = " -> ".join(h["type"] for h in model["heads"])
     return f"{backbone['type']}{f' {name}' if name else ''} backbone, {heads} head(s), {model['num_classes']} classes"
-
-
-def _recipe(train: Optional[dict]) -> str:
-    if not train:
-        return ""
-    return yaml.safe_dump(train, default_flow_style=True, sort_keys=False, width=10**6).strip()
 
 
 def model_card_readme(card: Card) -> str:
@@ -234,7 +228,8 @@ or in Python: `model = zoo_core.load("{card.name}")`.
         rows = "\n".join(f"| {label} | {100 * value:.2f} |" for label, _, value in shown)
         readme += f"\n## Results ({card.metrics.split} split, %)\n\n| metric | value |\n|---|---|\n{rows}\n"
     if card.recipe:
-        readme += f"\n## Training recipe\n\n```yaml\n{card.recipe}\n```\n"
+        recipe = card.recipe if isinstance(card.recipe, str) else yaml.safe_dump(card.recipe, sort_keys=False).strip()
+        readme += f"\n## Training recipe\n\n```yaml\n{recipe}\n```\n"
     return readme
 
 
