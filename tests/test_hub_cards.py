@@ -213,3 +213,28 @@ def test_plugin_requirements_are_checked_before_any_download(plugin_site, tmp_pa
     with pytest.raises(ConfigError, match=r"card 'needs-plugin' needs the plugin zoo-swin-ocr>=0.2; "
                                           r"install it: pip install 'zoo-swin-ocr>=0.2'"):
         pull("needs-plugin")
+
+
+def test_zoo_list_weights_shows_cards_with_wildcards_and_json(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from zoo_core.cli import main
+
+    folder = tmp_path / "cards"
+    folder.mkdir()
+    data = card_data("swin-tiny.vspw")
+    data["metrics"] = {"split": "val", "miou": 0.4321}
+    write_card(folder, data)
+    write_card(folder, dict(card_data("volo-tiny.vspw"), verified=False, hub=dict(data["hub"], sha256="")))
+    monkeypatch.setenv("ZOO_REGISTRY_PATH", str(folder))
+
+    text = CliRunner().invoke(main, ["list", "--weights"])
+    assert text.exit_code == 0, text.output
+    lines = text.output.splitlines()
+    assert any(line.startswith("swin-tiny.vspw") and "mIoU 43.21 (val)" in line for line in lines)
+    assert any(line.startswith("volo-tiny.vspw") and "[unverified]" in line for line in lines)
+
+    listing = CliRunner().invoke(main, ["list", "--weights", "swin*", "--json"])
+    records = json.loads(listing.output)["weights"]
+    assert [r["name"] for r in records] == ["swin-tiny.vspw"]
+    assert records[0]["hub"]["revision"] == data["hub"]["revision"] and records[0]["origin"].endswith(".yaml")
