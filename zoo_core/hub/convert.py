@@ -101,9 +101,9 @@ def _read_checkpoint(path: Path) -> Any:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
         what = f" (it contains {found.group(1)})" if found else ""
         raise DataError(f"{path} needs full unpickling to load{what}, which can run arbitrary code; the zoo reads "
-                        "checkpoints with torch.load(weights_only=True) only. In an environment you trust, save just "
-                        "the tensors: torch.save(torch.load(path, weights_only=False)['state_dict'], 'plain.pth') "
-                        "(or as safetensors) and convert that") from None
+                        "checkpoints with torch.load(weights_only=True) only. If you trust its source, open it there "
+                        "with full unpickling, save only its state dict of tensors (torch.save or safetensors) "
+                        "and convert that file") from None
     except (OSError, RuntimeError, EOFError) as exc:
         raise DataError(f"{path} is not a readable PyTorch checkpoint ({_first_lines(exc)}); "
                         "download it again") from None

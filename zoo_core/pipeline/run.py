@@ -95,15 +95,18 @@ def run_pipeline(pipeline: Pipeline, out: Path, log=print) -> dict:
     writer = PngWriter(pipeline.output.png_compress_level)
     overlays: list[tuple[str, object]] = []
     started, frames_done, skipped = time.perf_counter(), 0, 0
-    bar = tqdm(videos, desc="zoo run", unit="video", disable=not pipeline.runtime.progress)
+    # Counted in frames, so a long video shows progress too; listing frames reads no image.
+    bar = tqdm(total=sum(len(dataset.frames(v)) for v in videos), desc="zoo run", unit="frame",
+               disable=not pipeline.runtime.progress)
     try:
-        for video in bar:
+        for done, video in enumerate(videos):
             # a video is finished once its marker exists: its statistics, or an empty file without evaluation
             marker = out / STATE_DIR / (f"{video}.npz" if evaluator is not None else f"{video}.done")
             if marker.exists():
                 if evaluator is not None:
                     evaluator.add(VideoStats.load(marker))
                 skipped += 1
+                bar.update(len(dataset.frames(video)))
                 continue
             (out / PRED_DIR / video).mkdir(parents=True, exist_ok=True)
             if evaluator is not None:
@@ -117,7 +120,8 @@ def run_pipeline(pipeline: Pipeline, out: Path, log=print) -> dict:
                 if index == 0 and len(overlays) < pipeline.output.overlays:
                     overlays.append((f"{video}_{frame.ref.name}", overlay(frame.image, labels)))
                 frames_done += 1
-                bar.set_postfix(fps=f"{frames_done / (time.perf_counter() - started):.2f}")
+                bar.update()
+                bar.set_postfix(video=f"{done + 1}/{len(videos)}", refresh=False)
             writer.flush()  # the video's PNGs are on disk before it is marked finished
             if evaluator is not None:
                 evaluator.end_video().save(marker)
