@@ -401,3 +401,19 @@ def test_pull_command_prints_location_revision_and_hash(hub, published):
     assert result.exit_code == 0, result.output
     assert "warning: " in result.stderr and "is not the file card 'tiny.test' names" in result.stderr
     assert f"sha256 {published['second_sha']} (unverified)" in result.output
+
+
+def test_pull_command_records_an_unverified_card_in_the_lock(hub, published, tmp_path):
+    hub.card("third-party", published["first"], verified=False)
+    lock_path = tmp_path / "team.lock"
+    result = CliRunner().invoke(pull_command, ["third-party", "--lock", str(lock_path)])
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.stderr and f"lock   {lock_path}" in result.output
+    entry = json.loads(lock_path.read_text())["weights"]["third-party"]
+    assert (entry["revision"], entry["sha256"]) == (published["first"], published["first_sha"])
+
+    local = tmp_path / "weights"
+    hub.card("tiny.test", published["first"], published["first_sha"])
+    result = CliRunner().invoke(pull_command, ["tiny.test", "--local-dir", str(local)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((local / "zoo.lock").read_text())["weights"]["tiny.test"]["sha256"] == published["first_sha"]

@@ -14,14 +14,16 @@ import click
               "then vouches for the file only if the bytes are the same (otherwise: a warning).")
 @click.option("--local-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Put the files in this directory instead of the Hugging Face cache.")
-def pull_command(name: str, revision: str | None, local_dir: Path | None) -> None:
+@click.option("--lock", "lock_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Record what was pulled in this lock file (default: zoo.lock in --local-dir, else none).")
+def pull_command(name: str, revision: str | None, local_dir: Path | None, lock_path: Path | None) -> None:
     """Download the weights of registry card NAME from the Hub (HF_ENDPOINT) and verify their sha256.
 
     A cached copy is used without network access; HF_HUB_OFFLINE=1 never asks the Hub.
     """
     import warnings
 
-    from .client import pull
+    from .client import Lock, pull
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -32,6 +34,12 @@ def pull_command(name: str, revision: str | None, local_dir: Path | None) -> Non
     click.echo(f"{resolved.name}: {resolved.repo_id}@{resolved.revision}/{resolved.filename}")
     click.echo(f"  sha256 {resolved.sha256} ({vouched})")
     click.echo(f"  files  {resolved.path}")
+    lock_path = lock_path or (local_dir / "zoo.lock" if local_dir else None)
+    if lock_path:
+        lock = Lock.load(lock_path) if lock_path.exists() else Lock()
+        lock.add(resolved)
+        lock.save(lock_path)
+        click.echo(f"  lock   {lock_path}")
 
 
 @click.command("convert")
