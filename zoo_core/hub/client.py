@@ -323,7 +323,7 @@ class _Hub:
             status = exc.response.status_code if exc.response is not None else "error"
             raise DataError(f"{self.endpoint} answered HTTP {status} for {where}: {_reason(exc)}; {check}, "
                             "or retry later") from None
-        except _transport_errors() as exc:
+        except transport_errors() as exc:
             if not downloading:
                 raise DataError(f"cannot reach {self.endpoint} to resolve {where}: {_reason(exc)}; check HF_ENDPOINT "
                                 "and the network, or pull a full commit id with HF_HUB_OFFLINE=1") from None
@@ -331,7 +331,7 @@ class _Hub:
                             "nothing partial was kept; check the network and the disk space, and pull again") from None
 
 
-def _transport_errors() -> tuple[type[BaseException], ...]:
+def transport_errors() -> tuple[type[BaseException], ...]:
     """Connection and I/O errors of whichever HTTP library this ``huggingface_hub`` uses."""
     errors: list[type[BaseException]] = [OSError]  # requests' errors are OSErrors; so is a size mismatch
     for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError")):

@@ -9,7 +9,6 @@ the bytes that were uploaded.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -22,12 +21,11 @@ import yaml
 from pydantic import ValidationError
 
 from ..errors import ConfigError, DataError
-from ..plugins import core_version
+from ..plugins import CORE_DISTRIBUTION, core_version
 from .cards import NAME_RE, REPO_RE, Card, Metrics
-from .client import _transport_errors, hub_endpoint, hub_offline
+from .client import file_sha256, hub_endpoint, hub_offline, transport_errors
 from .local import CONFIG_NAME, WEIGHTS_NAME, load_model_dir
 
-CORE_DISTRIBUTION = "zoo-core"
 METRICS_NAME = "metrics.json"
 README_NAME = "README.md"
 TAGS = ["zoo", "semantic-segmentation", "video-scene-parsing", "vspw"]
@@ -67,7 +65,7 @@ def push(run_dir: Path, repo_id: str, *, create_pr: bool = False, private: bool 
         raise ConfigError("--private needs a token: set HF_TOKEN (a private repo is invisible without one)")
 
     weights, config = _read_model(run_dir)
-    sha256, size = hashlib.sha256(weights).hexdigest(), len(weights)
+    sha256, size = file_sha256(weights), weights.stat().st_size
     if metrics_path is None and (run_dir / METRICS_NAME).is_file():
         metrics_path = run_dir / METRICS_NAME
     metrics = read_metrics(Path(metrics_path)) if metrics_path is not None else None
@@ -92,8 +90,8 @@ def push(run_dir: Path, repo_id: str, *, create_pr: bool = False, private: bool 
     return PushResult(repo_id, info.oid, info.pr_revision, sha256, size, card)
 
 
-def _read_model(run_dir: Path) -> tuple[bytes, dict]:
-    """The weights' bytes and config.json, after loading the directory as a user will."""
+def _read_model(run_dir: Path) -> tuple[Path, dict]:
+    """The weights file and config.json, after loading the directory as a user will."""
     if not run_dir.is_dir():
         raise DataError(f"{run_dir} is not a directory; give the run directory of `zoo train` (it holds "
                         f"{CONFIG_NAME} and {WEIGHTS_NAME})")
@@ -101,9 +99,8 @@ def _read_model(run_dir: Path) -> tuple[bytes, dict]:
         if not (run_dir / needed).is_file():
             raise DataError(f"{run_dir / needed} not found: push the directory `zoo train --out` wrote "
                             f"(it holds {CONFIG_NAME} and {WEIGHTS_NAME})")
-    weights = (run_dir / WEIGHTS_NAME).read_bytes()
     _, config = load_model_dir(run_dir)  # what a puller will do: format, plugins, strict keys
-    return weights, config
+    return run_dir / WEIGHTS_NAME, config
 
 
 def read_metrics(path: Path) -> Metrics:
@@ -261,6 +258,6 @@ def _hub_errors(endpoint: str, repo_id: str, revision: Optional[str]) -> Iterato
                         "Hugging Face Hub (e.g. a `zoo hub serve` URL)") from None
     except ValueError as exc:  # the client's own checks, e.g. README metadata
         raise ConfigError(f"push to {repo_id} refused before upload: {exc}") from None
-    except _transport_errors() as exc:
+    except transport_errors() as exc:
         raise DataError(f"cannot reach {where} ({type(exc).__name__}: {exc}); start the hub server or fix "
                         "HF_ENDPOINT (unset, it means https://huggingface.co)") from None
