@@ -28,6 +28,7 @@ from .cards import NAME_RE, REPO_RE, SHA1_RE, SHA256_RE, Card, check_plugin, fin
 from .local import CONFIG_NAME, WEIGHTS_NAME, read_model_config
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+LOCK_NAME = "zoo.lock"  # written next to what used the weights
 LOCK_VERSION = 1
 LOCK_FIELDS = ("filename", "repo_id", "revision", "sha256")
 CHUNK_SIZE = 1 << 20

@@ -23,7 +23,7 @@ def pull_command(name: str, revision: str | None, local_dir: Path | None, lock_p
     """
     import warnings
 
-    from .client import Lock, pull
+    from .client import LOCK_NAME, Lock, pull
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -34,7 +34,7 @@ def pull_command(name: str, revision: str | None, local_dir: Path | None, lock_p
     click.echo(f"{resolved.name}: {resolved.repo_id}@{resolved.revision}/{resolved.filename}")
     click.echo(f"  sha256 {resolved.sha256} ({vouched})")
     click.echo(f"  files  {resolved.path}")
-    lock_path = lock_path or (local_dir / "zoo.lock" if local_dir else None)
+    lock_path = lock_path or (local_dir / LOCK_NAME if local_dir else None)
     if lock_path:
         lock = Lock.load(lock_path) if lock_path.exists() else Lock()
         lock.add(resolved)

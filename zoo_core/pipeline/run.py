@@ -20,7 +20,7 @@ from ..data.vspw import VSPWDataset, normalize
 from ..errors import ConfigError
 from ..evaluation.evaluator import StreamingEvaluator, VideoStats
 from ..fileio import atomic_write_text
-from ..hub.client import Lock, resolve_weights
+from ..hub.client import LOCK_NAME, Lock, resolve_weights
 from ..hub.local import load_model_dir
 from ..inference.predictor import ModelRunner, Predictor, resolve_device
 from ..inference.sinks import PngWriter, overlay, prefetch
@@ -30,7 +30,6 @@ from .schema import Pipeline
 
 STATE_DIR = "state"
 PRED_DIR = "pred"
-LOCK_NAME = "zoo.lock"
 
 
 def build_predictor(pipeline: Pipeline, device: torch.device) -> tuple[Predictor, list[str], int, Lock]:
