@@ -376,3 +376,46 @@ def test_pipeline_naming_a_clashing_component_fails_and_qualified_name_works(sit
     head["type"] = "zoo-core:fcn"
     path.write_text(json.dumps(pipeline))
     assert load_pipeline(path).model.heads[0].type == "zoo-core:fcn"
+
+
+# -- plugin subcommands --------------------------------------------------------------
+
+COMMAND_PLUGIN = '''
+import click
+
+from zoo_core.hookspecs import hookimpl
+
+
+@click.command("greet")
+@click.argument("who")
+def greet(who):
+    """Say hello (a plugin's own subcommand)."""
+    click.echo(f"hello {who}")
+
+
+@click.command("list")
+def shadow():
+    """Tries to replace a core command."""
+
+
+@hookimpl
+def zoo_commands():
+    return [greet]
+'''
+
+
+def test_plugin_subcommand_runs_and_shows_in_help(site, run_zoo):
+    site.add("greet-zoo-plugin", "0.1.0", "greet_zoo_plugin", COMMAND_PLUGIN)
+    result = run_zoo("greet", "world", env=site.env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "hello world"
+    assert "greet" in run_zoo("--help", env=site.env).stdout
+
+
+def test_plugin_subcommand_cannot_take_a_core_name(site, run_zoo):
+    site.add("shadow-zoo-plugin", "0.1.0", "shadow_zoo_plugin",
+             COMMAND_PLUGIN.replace("return [greet]", "return [shadow]"))
+    result = run_zoo("nosuchcommand", env=site.env)
+    assert result.returncode != 0
+    assert "shadow-zoo-plugin" in result.stderr and "'list' is already taken" in result.stderr
+    assert run_zoo("list", "--json", env=site.env).returncode == 0  # the core's list is untouched

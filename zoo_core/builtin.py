@@ -21,16 +21,23 @@ def zoo_heads():
 
 @hookimpl
 def zoo_losses():
-    from .components.losses import CrossEntropyLoss
+    from .components.losses import ConfusionFocalLoss, CrossEntropyLoss, OhemCrossEntropyLoss, PixelDistributionLoss
 
-    return {"ce": CrossEntropyLoss}
+    return {"ce": CrossEntropyLoss, "ohem-ce": OhemCrossEntropyLoss, "pixel-distribution": PixelDistributionLoss,
+            "confusion-focal": ConfusionFocalLoss}
 
 
 @hookimpl
 def zoo_remappers():
-    from .components.remappers import VSPWRemapper
+    from .components.remappers import (
+        ADE20KRemapper,
+        CityscapesRemapper,
+        COCOStuffRemapper,
+        VSPWRemapper,
+    )
 
-    return {"vspw": VSPWRemapper}
+    return {"vspw": VSPWRemapper, "coco-stuff": COCOStuffRemapper, "ade20k": ADE20KRemapper,
+            "cityscapes": CityscapesRemapper}
 
 
 @hookimpl

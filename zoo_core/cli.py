@@ -24,11 +24,38 @@ class ZooGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
 
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return super().get_command(ctx, name) or plugin_commands().get(name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(plugin_commands()))
+
 
 @click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="zoo")
 def main() -> None:
     """Video scene parsing toolkit: plugins, data, training, pipelines, evaluation."""
+
+
+def plugin_commands() -> dict[str, click.Command]:
+    """Subcommands from the plugins' ``zoo_commands`` hook; a faulty one is skipped with a warning."""
+    from .plugins import get_registry
+
+    manager = get_registry().manager
+    found: dict[str, click.Command] = {}
+    for impl in manager.hook.zoo_commands.get_hookimpls():
+        source = manager.get_name(impl.plugin)  # distribution:name
+        try:
+            commands = impl.function() or []
+            for command in commands:
+                if not isinstance(command, click.Command) or not command.name:
+                    raise TypeError(f"zoo_commands() must return click commands, got {command!r}")
+                if command.name in main.commands or command.name in found:
+                    raise ValueError(f"the command name {command.name!r} is already taken")
+                found[command.name] = command
+        except Exception as exc:
+            click.echo(f"warning: the commands of plugin {source} were skipped: {type(exc).__name__}: {exc}", err=True)
+    return found
 
 
 def warn_broken_plugins() -> None:
@@ -106,6 +133,7 @@ def _list_weights(pattern: str | None, as_json: bool) -> None:
 
 def _register_subcommands() -> None:
     from .data.command import data_group
+    from .engine.command import average_command
     from .evaluation.command import eval_command
     from .hub.command import convert_command, hub_group, pull_command, push_command
     from .pipeline.command import run_command, train_command
@@ -114,6 +142,7 @@ def _register_subcommands() -> None:
     main.add_command(eval_command)
     main.add_command(run_command)
     main.add_command(train_command)
+    main.add_command(average_command)
     for command in (pull_command, push_command, convert_command, hub_group):
         main.add_command(command)
 

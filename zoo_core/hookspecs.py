@@ -164,6 +164,25 @@ def zoo_registry_cards() -> list:
     """
 
 
+
+@hookspec
+def zoo_commands() -> list:
+    """Extra ``zoo`` subcommands: a list of ``click.Command`` objects.
+
+    For tools that belong to one plugin's models (model surgery such as ``zoo deepen``).
+    They are looked up only when the user names a command the core does not have, or asks
+    for ``zoo --help``; a name the core or another plugin already uses is refused. Import
+    heavy modules inside the command's function, not at the top of ``plugin.py``.
+
+    Example::
+
+        @hookimpl
+        def zoo_commands():
+            from .command import deepen_command
+
+            return [deepen_command]
+    """
+
 KIND_HOOKS = {
     "backbone": "zoo_backbones",
     "head": "zoo_heads",

@@ -142,7 +142,7 @@ def _check_hook_names(manager: pluggy.PluginManager, plugin: Any) -> None:
         if caller.has_spec():
             continue
         if any(impl.plugin is plugin and not impl.optionalhook for impl in caller.get_hookimpls()):
-            known = ", ".join(hookspecs.KIND_HOOKS.values())
+            known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("zoo_")))
             raise pluggy.PluginValidationError(plugin, f"unknown hook {caller.name!r}; the zoo's hooks are: {known}")
 
 

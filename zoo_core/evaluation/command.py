@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from ..errors import DataError
 from ..fileio import atomic_write_text
+from .confusion import write_confusion
 from .evaluator import StreamingEvaluator
 from .predictions import read_prediction
 
@@ -27,8 +28,11 @@ SUMMARY = (("miou", "mIoU"), ("mvc8", "mVC8"), ("mvc16", "mVC16"), ("pixel_acc",
               help="Also write the metrics (fractions, with per-class IoU) to this JSON file.")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write per-class IoU and confusion-matrix PNGs to this folder.")
+@click.option("--confusion", "confusion_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the confusion matrix (rows = ground truth) to this JSON file, the input of "
+              "the confusion-focal loss.")
 def eval_command(pred_dir: Path, root: Path, split: str, json_path: Optional[Path],
-                 plots_dir: Optional[Path]) -> None:
+                 plots_dir: Optional[Path], confusion_path: Optional[Path]) -> None:
     """Official VSPW mIoU and video consistency (mVC8, mVC16) of PRED_DIR.
 
     PRED_DIR holds one folder per video of the split and in it one PNG per annotated frame,
@@ -67,6 +71,9 @@ def eval_command(pred_dir: Path, root: Path, split: str, json_path: Optional[Pat
         text = json.dumps(result, indent=2) + "\n"
         atomic_write_text(json_path, text)
         click.echo(f"wrote {json_path}")
+    if confusion_path is not None:
+        write_confusion(confusion_path, evaluator.confusion_matrix, dataset.class_names)
+        click.echo(f"wrote {confusion_path}")
     if plots_dir is not None:
         from .plots import plot_confusion, plot_per_class_iou
 

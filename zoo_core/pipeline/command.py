@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import click
 
 from .schema import Pipeline, load_pipeline
 
 
-def pipeline_command(name: str, default_out: str, out_help: str) -> Callable:
-    """A command taking PIPELINE, --out, --set, --device and --amp; it receives the validated pipeline."""
+def pipeline_command(name: str, default_out: str, out_help: str, options: tuple = ()) -> Callable:
+    """A command taking PIPELINE, --out, --set, --device and --amp; it receives the validated pipeline.
 
-    def decorate(body: Callable[[Pipeline, Path], None]) -> click.Command:
+    ``options`` are extra ``click.option`` decorators; their values reach the body as keyword arguments.
+    """
+
+    def decorate(body: Callable[..., None]) -> click.Command:
+        def with_options(function: Callable) -> Callable:
+            for option in reversed(options):
+                function = option(function)
+            return function
+
         @click.command(name, help=body.__doc__)
         @click.argument("pipeline_path", metavar="PIPELINE", type=click.Path(dir_okay=False))
         @click.option("--out", type=click.Path(file_okay=False), default=default_out, show_default=True, help=out_help)
@@ -22,8 +30,9 @@ def pipeline_command(name: str, default_out: str, out_help: str) -> Callable:
         @click.option("--device", help="cpu, cuda or cuda:N (overrides runtime.device).")
         @click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]),
                       help="Autocast precision (overrides runtime.amp); bf16 speeds up recent CPUs.")
+        @with_options
         def command(pipeline_path: str, out: str, overrides: tuple[str, ...], device: str | None,
-                    amp: str | None) -> None:
+                    amp: str | None, **extra_options) -> None:
             extra = list(overrides)
             if device:
                 extra.append(f"runtime.device={device}")
@@ -32,7 +41,7 @@ def pipeline_command(name: str, default_out: str, out_help: str) -> Callable:
             from ..cli import warn_broken_plugins
 
             warn_broken_plugins()
-            body(load_pipeline(pipeline_path, extra), Path(out))
+            body(load_pipeline(pipeline_path, extra), Path(out), **extra_options)
 
         return command
 
@@ -52,9 +61,29 @@ def run_command(pipeline: Pipeline, out: Path) -> None:
         click.echo(f"metrics: {out / 'metrics.json'}  report: {out / 'report'}")
 
 
-@pipeline_command("train", "runs/train", "Run directory: checkpoints, train_log.jsonl, model.safetensors, config.json.")
-def train_command(pipeline: Pipeline, out: Path) -> None:
-    """Train the pipeline's `model` with its `train` recipe."""
+@pipeline_command("train", "runs/train", "Run directory: checkpoints, train_log.jsonl, model.safetensors, config.json.",
+                  options=(click.option("--resume", is_flag=True,
+                                        help="Continue from the newest checkpoint in --out (same pipeline and --set)."),
+                           click.option("--nproc", type=int, default=1, show_default=True,
+                                        help="Processes on this machine (torchrun; gloo on CPU, nccl on GPU).")))
+def train_command(pipeline: Pipeline, out: Path, resume: bool, nproc: int) -> None:
+    """Train the pipeline's `model` with its `train` recipe (resumable; Ctrl-C writes a checkpoint)."""
+    if nproc > 1:
+        import sys
+
+        from ..engine.distributed import launch
+
+        ctx = click.get_current_context()
+        args = ["train", ctx.params["pipeline_path"], "--out", str(out)]
+        for item in ctx.params["overrides"]:
+            args += ["--set", item]
+        for option in ("device", "amp"):
+            if ctx.params[option]:
+                args += [f"--{option}", ctx.params[option]]
+        if resume:
+            args.append("--resume")
+        sys.exit(launch(nproc, args))
+
     from ..engine.trainer import train
 
-    train(pipeline, out, log=lambda m: click.echo(m, err=True))
+    train(pipeline, out, resume=resume, log=lambda m: click.echo(m, err=True))

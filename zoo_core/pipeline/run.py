@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from ..data.vspw import VSPWDataset, normalize
 from ..errors import ConfigError
+from ..evaluation.confusion import write_confusion
 from ..evaluation.evaluator import StreamingEvaluator, VideoStats
 from ..fileio import atomic_write_text
 from ..hub.client import LOCK_NAME, Lock, resolve_weights
@@ -138,6 +139,7 @@ def run_pipeline(pipeline: Pipeline, out: Path, log=print) -> dict:
     if evaluator is not None and evaluator.evaluated_frames:
         metrics = evaluator.result(class_names)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+        write_confusion(out / "confusion.json", evaluator.confusion_matrix, class_names)
         write_report(out / "report", metrics, evaluator.confusion_matrix, class_names, overlays)
     elif evaluator is not None:
         log(f"split {pipeline.data.split!r} has no ground-truth masks: predictions written, nothing evaluated")

@@ -11,10 +11,17 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import ConfigError, ZooError
 
@@ -41,8 +48,8 @@ class ModelSpec(Strict):
 class DataSpec(Strict):
     root: Path
     split: str = "val"
-    videos: Optional[list[str]] = None  # a subset of the split, in this order
-    max_videos: Optional[int] = Field(None, ge=1)
+    videos: list[str] | None = None  # a subset of the split, in this order
+    max_videos: int | None = Field(None, ge=1)
 
 
 class PipelineModel(Strict):
@@ -77,14 +84,50 @@ class EvalSpec(Strict):
 class RuntimeSpec(Strict):
     device: str = "cpu"
     amp: Literal["none", "bf16", "fp16"] = "none"
-    threads: Optional[int] = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1)
     progress: bool = True
 
 
-class TrainSpec(Strict):
+class SourceSpec(Strict):
+    """One training dataset of the mix (``train.sources``)."""
+
+    type: str = "vspw"  # vspw | coco-stuff | ade20k | cityscapes
+    root: Path | None = None  # vspw: the pipeline's data.root when omitted
     split: str = "train"
+    ratio: float = Field(1.0, gt=0)  # relative share of the samples drawn from it
+    remapper: str | None = None  # a catalog remapper name; default: the type's own
+    min_labelled: float = Field(0.0, ge=0, le=1)  # 3rd place 2.2: drop images under 80% labelled after remapping
+
+
+class SWASpec(Strict):
+    """Stochastic weight averaging (5th place 2.2): after ``max_iters``, ``iters`` more
+    iterations in cycles of ``every``; in each cycle the learning rate falls linearly from
+    ``lr`` to ``min_lr``, and the weights at the end of every cycle are averaged into the
+    final model."""
+
+    iters: int = Field(ge=1)
+    every: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    min_lr: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _whole_cycles(self) -> SWASpec:
+        if self.iters % self.every:
+            raise ValueError(f"swa.iters ({self.iters}) must be a multiple of swa.every ({self.every}): "
+                             "every cycle ends with a checkpoint that is averaged")
+        return self
+
+
+class TrainSpec(Strict):
+    """The training recipe. One iteration is one optimizer step over the global batch:
+    ``batch_size`` images per micro-batch x ``accum_steps`` micro-batches x processes."""
+
+    recipe: str | None = None  # a named schedule (zoo_core/engine/recipes); keys given here override it
+    split: str = "train"
+    sources: list[SourceSpec] | None = None  # None: VSPW's `split` of data.root alone
     max_iters: int = Field(ge=1)
     batch_size: int = Field(2, ge=1)
+    accum_steps: int = Field(1, ge=1)
     lr: float = Field(1e-4, gt=0)
     decoder_lr_mult: float = Field(1.0, gt=0)  # 3rd place: the decoder learns 10x faster than the backbone
     weight_decay: float = Field(0.01, ge=0)
@@ -93,25 +136,33 @@ class TrainSpec(Strict):
     schedule: Literal["poly", "linear", "constant"] = "poly"
     power: float = Field(1.0, gt=0)
     min_lr: float = Field(0.0, ge=0)
-    transforms: Optional[list[dict[str, Any]]] = None  # None: the report's augmentation recipe
+    transforms: list[dict[str, Any]] | None = None  # None: the report's augmentation recipe
     loss: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="ce"))
-    grad_clip: Optional[float] = Field(None, gt=0)
-    checkpoint_every: int = Field(0, ge=0)
+    grad_clip: float | None = Field(None, gt=0)
+    swa: SWASpec | None = None
+    checkpoint_every: int = Field(1000, ge=0)  # 0: only at the end and when interrupted
+    keep_checkpoints: int = Field(3, ge=0)  # the newest N regular checkpoints are kept; 0 keeps all
     log_every: int = Field(10, ge=1)
     seed: int = 0
     num_workers: int = Field(0, ge=0)
 
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> TrainSpec:
+        if self.warmup_iters > self.max_iters:
+            raise ValueError(f"warmup_iters ({self.warmup_iters}) must not exceed max_iters ({self.max_iters})")
+        return self
+
 
 class Pipeline(Strict):
     data: DataSpec
-    model: Optional[ModelSpec] = None  # the architecture to train
-    train: Optional[TrainSpec] = None
+    model: ModelSpec | None = None  # the architecture to train
+    train: TrainSpec | None = None
     models: list[PipelineModel] = Field(default_factory=list)  # the trained models to run
     ensemble: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="mean"))
     output: OutputSpec = Field(default_factory=OutputSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
-    lock: Optional[Path] = None  # a zoo.lock: card weights are pulled at exactly its revisions and hashes
+    lock: Path | None = None  # a zoo.lock: card weights are pulled at exactly its revisions and hashes
 
     def fingerprint(self) -> str:
         """What determines the results: a rerun into the same directory must match it to resume."""
@@ -136,6 +187,10 @@ def load_pipeline(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the pipeline must be a mapping of sections (data, model, train, models, ...)")
     raw = apply_overrides(raw, overrides)
+    if isinstance(raw.get("train"), dict):
+        from ..engine.recipes import expand_recipe
+
+        raw["train"] = expand_recipe(raw["train"])
     pipeline = validate(raw, str(path))
     check_components(pipeline, str(path))
     return pipeline

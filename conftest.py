@@ -1,4 +1,4 @@
-"""Shared fixtures for the core's tests."""
+"""Shared fixtures for the tests of the core and of the plugins (plugins/*/tests)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parent
 
 
 def zoo_environment(env: Optional[dict[str, str]] = None) -> dict[str, str]:

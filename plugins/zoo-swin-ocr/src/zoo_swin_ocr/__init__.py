@@ -1,0 +1,5 @@
+"""Swin-L + OCRNet (VSPW 3rd place, report section 3.5): the ``swin`` backbone, its presets and ``zoo deepen``."""
+
+from .presets import PRESETS, model_config
+
+__all__ = ["PRESETS", "model_config"]

@@ -1,0 +1,310 @@
+"""The training engine: schedules, recipes, exact resume, interruption, accumulation, SWA, averaging, DDP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from conftest import zoo_environment
+from zoo_core.data.synth import synthesize
+from zoo_core.engine.averaging import average_model_dirs
+from zoo_core.engine.recipes import load_recipe, recipe_names
+from zoo_core.engine.trainer import learning_rate, param_groups
+from zoo_core.errors import ConfigError, DataError
+from zoo_core.pipeline.schema import TrainSpec, load_pipeline
+
+TINY_MODEL = {
+    "num_classes": 124,
+    "backbone": {"type": "timm", "args": {"model_name": "resnet10t", "out_indices": [1, 2, 3]}},
+    "heads": [
+        {"type": "fcn", "args": {"in_index": [0, 1, 2], "input_transform": "resize_concat", "channels": 16,
+                                 "num_convs": 1, "loss_weight": 0.4}},
+        {"type": "ocr", "args": {"in_index": [0, 1, 2], "input_transform": "resize_concat", "channels": 16,
+                                 "ocr_channels": 8}},
+    ],
+}
+TRANSFORMS = [{"type": "random-crop", "size": [48, 64]}, {"type": "flip"}, {"type": "photometric"}]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("engine") / "synth"
+    synthesize(root, videos=4, frames=6, size=(64, 96), seed=3)
+    return root
+
+
+def write_pipeline(folder: Path, data_root: Path, **train) -> Path:
+    spec = {"max_iters": 8, "batch_size": 2, "lr": 1e-3, "warmup_iters": 2, "transforms": TRANSFORMS,
+            "log_every": 1, "checkpoint_every": 4, **train}
+    path = folder / "train.yaml"
+    path.write_text(yaml.safe_dump({"data": {"root": str(data_root)}, "model": TINY_MODEL, "train": spec,
+                                    "runtime": {"progress": False, "threads": 1}}))
+    return path
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model.safetensors"))
+
+
+def log_records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def assert_same_weights(a: dict, b: dict, atol: float = 0.0) -> None:
+    assert a.keys() == b.keys()
+    for name, value in a.items():
+        if atol:
+            torch.testing.assert_close(value, b[name], atol=atol, rtol=0, msg=name)
+        else:
+            assert torch.equal(value, b[name]), name
+
+
+# -- schedule and recipes ---------------------------------------------------------------
+
+
+def spec_of(**values) -> TrainSpec:
+    return TrainSpec.model_validate(values)
+
+
+def test_swin_part1_schedule_matches_the_report():
+    # 0 -> 6e-6 linearly over 1500 iterations, then linearly to 0 at 160k; decoder 10x.
+    spec = spec_of(**load_recipe("swin-part1"))
+    assert learning_rate(spec, 0) == pytest.approx(6e-6 / 1500)
+    assert learning_rate(spec, 749) == pytest.approx(3e-6)
+    assert learning_rate(spec, 1499) == pytest.approx(6e-6)
+    assert learning_rate(spec, 1500) == pytest.approx(6e-6)
+    assert learning_rate(spec, 1500 + 158500 // 2) == pytest.approx(3e-6)
+    assert learning_rate(spec, 159999) == pytest.approx(6e-6 / 158500)
+    assert (spec.decoder_lr_mult, spec.weight_decay, spec.betas) == (10.0, 0.02, (0.9, 0.999))
+
+
+def test_swin_part2_and_volo_schedules():
+    part2 = spec_of(**load_recipe("swin-part2"))
+    assert learning_rate(part2, 0) == pytest.approx(1e-5)
+    assert learning_rate(part2, 10000) == pytest.approx(0.75e-5)
+    assert (part2.max_iters, part2.decoder_lr_mult, part2.warmup_iters) == (40000, 1.0, 0)
+    volo = spec_of(**load_recipe("volo"))
+    assert volo.betas == (0.95, 0.999)
+    assert learning_rate(volo, 0) == pytest.approx(6e-5)
+    assert learning_rate(volo, 80000) == pytest.approx(6e-5 * 0.5 ** 0.9)
+
+
+def test_swa_cycles_fall_linearly_and_restart():
+    spec = spec_of(max_iters=100, lr=0.1, swa={"iters": 20, "every": 5, "lr": 1e-3, "min_lr": 1e-5})
+    cycle = [learning_rate(spec, s) for s in range(100, 110)]
+    assert cycle[0] == pytest.approx(1e-3) and cycle[4] == pytest.approx(1e-5)
+    assert cycle[2] == pytest.approx((1e-3 + 1e-5) / 2)
+    assert cycle[5:] == pytest.approx(cycle[:5])
+    with pytest.raises(ValueError, match="multiple of swa.every"):
+        spec_of(max_iters=10, swa={"iters": 7, "every": 5, "lr": 1e-3})
+
+
+def test_recipe_fills_in_under_the_pipeline_keys(tmp_path, data_root):
+    path = write_pipeline(tmp_path, data_root, recipe="swin-part2", max_iters=500, lr=2e-5)
+    train = load_pipeline(path).train
+    assert (train.max_iters, train.lr, train.weight_decay, train.schedule) == (500, 2e-5, 0.02, "linear")
+    assert set(recipe_names()) >= {"swin-part1", "swin-part2", "volo"}
+    with pytest.raises(ConfigError, match="unknown recipe 'swin-part9'.*swin-part1"):
+        load_pipeline(path, ["train.recipe=swin-part9"])
+
+
+def test_param_groups_split_backbone_decoder_and_no_decay():
+    from zoo_core.components.segmentor import build_segmentor
+
+    model = build_segmentor(TINY_MODEL)
+    spec = spec_of(max_iters=10, lr=1e-3, decoder_lr_mult=10, weight_decay=0.05)
+    groups = {g["name"]: g for g in param_groups(model, spec)}
+    assert set(groups) == {"backbone", "backbone.no_decay", "decoder", "decoder.no_decay"}
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    assert all(id(p) in backbone_ids for p in groups["backbone"]["params"] + groups["backbone.no_decay"]["params"])
+    assert all(p.ndim > 1 for p in groups["decoder"]["params"])
+    assert groups["decoder"]["lr_mult"] == 10 and groups["decoder.no_decay"]["weight_decay"] == 0.0
+    assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
+
+
+# -- runs ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, data_root) -> Path:
+    """An uninterrupted 8-iteration run."""
+    folder = tmp_path_factory.mktemp("reference")
+    result = subprocess.run([sys.executable, "-m", "zoo_core.cli", "train", str(write_pipeline(folder, data_root)),
+                             "--out", str(folder / "run")], env=zoo_environment(), capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    return folder / "run"
+
+
+def test_run_writes_model_log_and_pruned_checkpoints(reference_run):
+    records = log_records(reference_run)
+    assert [r["iter"] for r in records] == list(range(1, 9))
+    assert all(r["loss"] > 0 for r in records)
+    # warm-up 2 iterations, then poly decay to 0 at 8
+    assert [r["lr"] for r in records[:3]] == pytest.approx([5e-4, 1e-3, 1e-3])
+    assert (reference_run / "checkpoints" / "iter_0000004" / "optimizer.safetensors").is_file()
+    config = json.loads((reference_run / "config.json").read_text())
+    assert config["iteration"] == 8 and len(config["class_names"]) == 124
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, data_root, reference_run, run_zoo):
+    pipeline = write_pipeline(tmp_path, data_root, checkpoint_every=100)
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "zoo_core.cli", "train", str(pipeline), "--out", str(out)],
+                               env=zoo_environment(), stderr=subprocess.PIPE, text=True)
+    log = out / "train_log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and len(log.read_text().splitlines()) >= 3):
+        assert process.poll() is None and time.monotonic() < deadline, "training ended before it was interrupted"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    (checkpoint,) = (out / "checkpoints").iterdir()
+    stopped_at = int(checkpoint.name.split("_")[1])
+    assert 3 <= stopped_at < 8
+    assert not (out / "model.safetensors").exists()
+
+    refused = run_zoo("train", pipeline, "--out", out)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+
+    changed = run_zoo("train", pipeline, "--out", out, "--resume", "--set", "train.lr=0.5")
+    assert changed.returncode == 2 and "train.lr" in changed.stderr
+
+    resumed = run_zoo("train", pipeline, "--out", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_weights(weights(out), weights(reference_run))
+    assert [r["iter"] for r in log_records(out)] == list(range(1, 9))
+    assert [r["loss"] for r in log_records(out)] == [r["loss"] for r in log_records(reference_run)]
+
+    again = run_zoo("train", pipeline, "--out", out, "--resume")
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+
+
+@pytest.mark.slow
+def test_resume_after_a_crash_recomputes_from_the_last_checkpoint(tmp_path, data_root, reference_run, run_zoo):
+    out = tmp_path / "run"
+    pipeline = write_pipeline(tmp_path, data_root)
+    finished = run_zoo("train", pipeline, "--out", out, "--set", "train.keep_checkpoints=0")
+    assert finished.returncode == 0, finished.stderr
+    # As if the process died after iteration 8 was logged but before the model was written:
+    # only the checkpoint of iteration 4 survives, and the log went further than it.
+    (out / "model.safetensors").unlink()
+    (out / "config.json").unlink()
+    resumed = run_zoo("train", pipeline, "--out", out, "--resume", "--set", "train.keep_checkpoints=0")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "iteration 4" in resumed.stderr
+    assert [r["iter"] for r in log_records(out)] == list(range(1, 9))
+    assert_same_weights(weights(out), weights(reference_run))
+
+
+@pytest.mark.slow
+def test_accumulation_equals_a_larger_batch_split_in_micro_batches(tmp_path, data_root, run_zoo):
+    # batch 4 in one micro-batch vs 2 micro-batches of 2: same images per step, BatchNorm sees
+    # different batches, so only the first step's loss is compared exactly.
+    pipeline = write_pipeline(tmp_path, data_root, max_iters=2, checkpoint_every=0)
+    one = run_zoo("train", pipeline, "--out", tmp_path / "one", "--set", "train.batch_size=4")
+    two = run_zoo("train", pipeline, "--out", tmp_path / "two", "--set", "train.accum_steps=2")
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    a, b = log_records(tmp_path / "one"), log_records(tmp_path / "two")
+    assert a[0]["epoch"] == b[0]["epoch"] == 0
+    assert abs(a[0]["loss"] - b[0]["loss"]) < 0.05 * a[0]["loss"]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process_accumulating(tmp_path, data_root, run_zoo):
+    pipeline = write_pipeline(tmp_path, data_root, max_iters=4, checkpoint_every=0)
+    ddp = run_zoo("train", pipeline, "--out", tmp_path / "ddp", "--nproc", "2", timeout=300)
+    assert ddp.returncode == 0, ddp.stderr
+    assert "all 2 processes hold identical weights" in ddp.stderr
+    single = run_zoo("train", pipeline, "--out", tmp_path / "single", "--set", "train.accum_steps=2")
+    assert single.returncode == 0, single.stderr
+    plain = run_zoo("train", pipeline, "--out", tmp_path / "plain")  # half the global batch
+    assert plain.returncode == 0, plain.stderr
+    a, b, c = (weights(tmp_path / name) for name in ("ddp", "single", "plain"))
+    parameters = [n for n in a if not n.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert any(not torch.allclose(a[n], c[n], atol=2e-5, rtol=1e-4) for n in parameters)
+    for name in parameters:
+        torch.testing.assert_close(a[name], b[name], atol=2e-5, rtol=1e-4, msg=name)
+    assert [r["loss"] for r in log_records(tmp_path / "ddp")] == pytest.approx(
+        [r["loss"] for r in log_records(tmp_path / "single")], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_swa_averages_the_cycle_snapshots(tmp_path, data_root, run_zoo):
+    pipeline = write_pipeline(tmp_path, data_root, max_iters=4, checkpoint_every=0,
+                              swa={"iters": 4, "every": 2, "lr": 5e-4, "min_lr": 1e-5})
+    out = tmp_path / "run"
+    result = run_zoo("train", pipeline, "--out", out)
+    assert result.returncode == 0, result.stderr
+    snapshots = sorted((out / "swa").iterdir())
+    assert [s.name for s in snapshots] == ["iter_0000006", "iter_0000008"]
+    tensors = [load_file(str(s / "model.safetensors")) for s in snapshots]
+    final = weights(out)
+    for name, value in final.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (tensors[0][name].double() + tensors[1][name].double()).div(2).float())
+    assert [r["lr"] for r in log_records(out)][4:] == pytest.approx([5e-4, 1e-5, 5e-4, 1e-5])
+    assert (out / "checkpoints" / "iter_0000004").is_dir()  # the model before SWA is kept
+    assert json.loads((out / "config.json").read_text())["swa_snapshots"] == 2
+
+
+@pytest.mark.slow
+def test_bf16_and_fp16_autocast_train(tmp_path, data_root, run_zoo):
+    pipeline = write_pipeline(tmp_path, data_root, max_iters=2, checkpoint_every=0, grad_clip=1.0)
+    for amp in ("bf16", "fp16"):
+        result = run_zoo("train", pipeline, "--out", tmp_path / amp, "--amp", amp)
+        assert result.returncode == 0, result.stderr
+        assert all(torch.isfinite(v.float()).all() for v in weights(tmp_path / amp).values())
+
+
+# -- zoo average --------------------------------------------------------------------
+
+
+def fake_model_dir(folder: Path, tensors: dict, model=None) -> Path:
+    folder.mkdir(parents=True)
+    save_file(tensors, str(folder / "model.safetensors"))
+    config = {"format": "zoo-model/1", "model": model or {"num_classes": 2}, "zoo_version": "0", "plugins": {},
+              "class_names": ["a", "b"]}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_average_is_the_mean_of_floats_and_keeps_the_last_counter(tmp_path):
+    dirs = [fake_model_dir(tmp_path / f"c{i}", {"w": torch.tensor([1.0, 2.0]) * (i + 1),
+                                                 "n": torch.tensor(10 * i), "h": torch.tensor([1.0], dtype=torch.float16) * i})
+            for i in range(3)]
+    average_model_dirs(dirs, tmp_path / "avg")
+    out = load_file(str(tmp_path / "avg" / "model.safetensors"))
+    assert torch.equal(out["w"], torch.tensor([2.0, 4.0]))
+    assert out["n"].item() == 20 and out["h"].dtype == torch.float16 and out["h"].item() == 1.0
+    config = json.loads((tmp_path / "avg" / "config.json").read_text())
+    assert config["class_names"] == ["a", "b"] and len(config["averaged_from"]) == 3
+
+
+def test_average_refuses_mixed_architectures_and_bad_files(tmp_path, run_zoo):
+    a = fake_model_dir(tmp_path / "a", {"w": torch.zeros(2)})
+    b = fake_model_dir(tmp_path / "b", {"w": torch.zeros(3)})
+    with pytest.raises(DataError, match=r"b/model.safetensors: tensor w has shape \(3,\)"):
+        average_model_dirs([a, b], tmp_path / "out")
+    c = fake_model_dir(tmp_path / "c", {"w": torch.zeros(2)}, model={"num_classes": 3})
+    with pytest.raises(ConfigError, match="model config differs"):
+        average_model_dirs([a, c], tmp_path / "out")
+    d = fake_model_dir(tmp_path / "d", {"w": torch.zeros(2)})
+    (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:20])
+    result = run_zoo("average", a, d, "-o", tmp_path / "out")
+    assert result.returncode != 0 and "d/model.safetensors" in result.stderr and "corrupt" in result.stderr
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+    result = run_zoo("average", a, a, "-o", a)
+    assert result.returncode == 2 and "one of the checkpoints" in result.stderr
