@@ -308,3 +308,41 @@ def test_average_refuses_mixed_architectures_and_bad_files(tmp_path, run_zoo):
     assert not (tmp_path / "out" / "model.safetensors").exists()
     result = run_zoo("average", a, a, "-o", a)
     assert result.returncode == 2 and "one of the checkpoints" in result.stderr
+
+
+def test_position_tables_get_no_weight_decay():
+    from zoo_core.components.segmentor import build_segmentor
+
+    swin = {"num_classes": 4, "backbone": {"type": "timm", "args": {
+        "model_name": "swin_tiny_patch4_window7_224", "embed_dim": 16, "depths": [1, 1, 1, 1],
+        "num_heads": [1, 1, 1, 1], "window_size": 4, "img_size": 64, "out_indices": [1, 2, 3]}},
+        "heads": [{"type": "fcn", "args": {"channels": 8}}]}
+    model = build_segmentor(swin)
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = param_groups(model, spec_of(max_iters=10))
+    no_decay = {names[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    tables = {n for n in names.values() if n.endswith("relative_position_bias_table")}
+    assert len(tables) == 4 and tables <= no_decay
+    assert not any(n.endswith("qkv.weight") for n in no_decay)
+
+
+@pytest.mark.slow
+def test_init_from_starts_from_a_trained_model(tmp_path, data_root, reference_run, run_zoo):
+    pipeline = write_pipeline(tmp_path, data_root, max_iters=1, init_from=str(reference_run), lr=1e-12,
+                              warmup_iters=0)
+    result = run_zoo("train", pipeline, "--out", tmp_path / "tuned")
+    assert result.returncode == 0, result.stderr
+    assert f"initialised from {reference_run}" in result.stderr
+    # One step at a negligible learning rate: the convolution weights are still the reference's.
+    tuned, reference = weights(tmp_path / "tuned"), weights(reference_run)
+    name = "heads.1.conv_seg.weight"
+    torch.testing.assert_close(tuned[name], reference[name], atol=1e-6, rtol=0)
+
+    other = dict(TINY_MODEL, heads=TINY_MODEL["heads"][:1])
+    path = tmp_path / "other.yaml"
+    config = yaml.safe_load(pipeline.read_text())
+    config["model"] = other
+    path.write_text(yaml.safe_dump(config))
+    result = run_zoo("train", path, "--out", tmp_path / "other")
+    assert result.returncode != 0
+    assert "unexpected key(s): heads.1." in result.stderr and "train.init_from" in result.stderr

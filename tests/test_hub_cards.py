@@ -206,12 +206,12 @@ def test_plugin_requirements_are_checked_before_any_download(plugin_site, tmp_pa
                                           r"upgrade it: pip install -U 'zoo-cards-plugin>=1.10'"):
         check_plugin(too_old)
 
-    write_card(tmp_path, card_data("needs-plugin", **{"plugin.distribution": "zoo-swin-ocr",
+    write_card(tmp_path, card_data("needs-plugin", **{"plugin.distribution": "zoo-absent-plugin",
                                                       "plugin.min_version": "0.2"}))
     monkeypatch.setenv("ZOO_REGISTRY_PATH", str(tmp_path))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: a download would fail differently
-    with pytest.raises(ConfigError, match=r"card 'needs-plugin' needs the plugin zoo-swin-ocr>=0.2; "
-                                          r"install it: pip install 'zoo-swin-ocr>=0.2'"):
+    with pytest.raises(ConfigError, match=r"card 'needs-plugin' needs the plugin zoo-absent-plugin>=0.2; "
+                                          r"install it: pip install 'zoo-absent-plugin>=0.2'"):
         pull("needs-plugin")
 
 

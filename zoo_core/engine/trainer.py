@@ -43,6 +43,8 @@ from .checkpoint import (
 )
 
 RUN_RECORD = "train_run.json"
+# Position tables get no weight decay (mmsegmentation's Swin configs; timm's feature wrappers hide no_weight_decay()).
+NO_DECAY_KEYWORDS = ("pos_embed", "relative_position_bias_table", "cls_token")
 INTERRUPT_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -91,17 +93,17 @@ def param_groups(model: torch.nn.Module, spec: TrainSpec, decay_1d: bool = False
     neck = getattr(backbone, "neck", None)
     neck_ids = {id(p) for p in neck.parameters()} if isinstance(neck, torch.nn.Module) else set()
     backbone_ids = {id(p) for p in backbone.parameters()} - neck_ids
-    skip = set()
-    inner = getattr(backbone, "model", None)
-    if hasattr(inner, "no_weight_decay"):
-        skip = {n.split(".")[-1] for n in inner.no_weight_decay()}
+    skip = set()  # full names of the parameters a timm model lists in no_weight_decay()
+    for prefix, module in model.named_modules():
+        if callable(getattr(module, "no_weight_decay", None)):
+            skip |= {f"{prefix}.{name}" if prefix else name for name in module.no_weight_decay()}
 
     groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         part = "backbone" if id(param) in backbone_ids else "decoder"
-        no_decay = not decay_1d and (param.ndim <= 1 or name.split(".")[-1] in skip)
+        no_decay = not decay_1d and (param.ndim <= 1 or name in skip or any(k in name for k in NO_DECAY_KEYWORDS))
         groups.setdefault((part, no_decay), []).append(param)
     return [{"params": params, "name": f"{part}{'.no_decay' if no_decay else ''}",
              "lr_mult": 1.0 if part == "backbone" else spec.decoder_lr_mult,
@@ -233,6 +235,8 @@ def _train(pipeline: Pipeline, spec: TrainSpec, out: Path, resume: bool, world: 
     extra = {"class_names": list(train_set.class_names)}
 
     step = 0
+    if latest is None and spec.init_from:
+        _load_initial_weights(model, spec.init_from, log)
     if latest is not None:
         state = load_checkpoint(latest, model, optimizer)
         step = state["iteration"]
@@ -310,6 +314,17 @@ def _train(pipeline: Pipeline, spec: TrainSpec, out: Path, resume: bool, world: 
     distributed.barrier(world)
     log(f"trained to iteration {last} in {time.perf_counter() - started:.0f} s -> {out / 'model.safetensors'}")
     return out
+
+
+def _load_initial_weights(model: torch.nn.Module, ref: str, log: Callable[[str], None]) -> None:
+    """``train.init_from``: a trained model's weights (strictly: the pipeline's model must be its architecture)."""
+    from ..hub.client import resolve_weights
+    from ..hub.local import WEIGHTS_NAME, load_weights
+
+    resolved = resolve_weights(ref)
+    load_weights(model, resolved.path / WEIGHTS_NAME,
+                 f"the pipeline's model (train.init_from: {ref}; copy the `model` section of its config.json)")
+    log(f"initialised from {resolved.path}")
 
 
 def _train_step(trained, model, loss_fn, optimizer, scaler, images, targets, spec: TrainSpec, step: int,

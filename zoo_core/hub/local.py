@@ -95,9 +95,6 @@ def load_model_dir(path: PathLike, device: Union[str, torch.device] = "cpu") -> 
     a truncated or corrupt weights file, and components whose plugin is not installed are
     reported as errors that name the file and say what to do.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model
-
     path = Path(path)
     config = read_model_config(path)
     weights_path = path / WEIGHTS_NAME
@@ -109,18 +106,26 @@ def load_model_dir(path: PathLike, device: Union[str, torch.device] = "cpu") -> 
         plugins = ", ".join(f"{d} {v}" for d, v in config.get("plugins", {}).items()) or "none recorded"
         raise ConfigError(f"{path / CONFIG_NAME}: cannot rebuild the model: {exc} "
                           f"(it was saved with: {plugins}; install those distributions)") from None
+    load_weights(model, weights_path, f"the architecture in {CONFIG_NAME}")
+    return model.to(device).eval(), config
+
+
+def load_weights(model: nn.Module, weights_path: Path, architecture: str) -> None:
+    """Load a safetensors file into ``model`` strictly; errors name the file and the missing/unexpected keys."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
     try:
         missing, unexpected = load_model(model, str(weights_path), strict=False)
     except (SafetensorError, OSError) as exc:
         raise DataError(f"{weights_path} is truncated or corrupt ({exc}); download it again "
                         "(zoo pull) or re-train the model") from None
     except RuntimeError as exc:  # same names, other shapes
-        raise DataError(f"{weights_path} does not fit the architecture in {CONFIG_NAME}: {exc}") from None
+        raise DataError(f"{weights_path} does not fit {architecture}: {exc}") from None
     if missing or unexpected:
-        raise DataError(f"{weights_path} does not match the architecture in {CONFIG_NAME}: "
+        raise DataError(f"{weights_path} does not match {architecture}: "
                         f"{_names('missing', missing)}{'; ' if missing and unexpected else ''}"
                         f"{_names('unexpected', unexpected)}; the weights belong to another model config")
-    return model.to(device).eval(), config
 
 
 def _names(label: str, names: list[str], shown: int = 10) -> str:

@@ -125,6 +125,7 @@ class TrainSpec(Strict):
     recipe: str | None = None  # a named schedule (zoo_core/engine/recipes); keys given here override it
     split: str = "train"
     sources: list[SourceSpec] | None = None  # None: VSPW's `split` of data.root alone
+    init_from: str | None = None  # start from these weights (a model directory or a card name), e.g. a deepened model
     max_iters: int = Field(ge=1)
     batch_size: int = Field(2, ge=1)
     accum_steps: int = Field(1, ge=1)
