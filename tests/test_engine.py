@@ -14,7 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from conftest import zoo_environment
+from conftest import TINY_MODEL, zoo_environment
 from zoo_core.data.synth import synthesize
 from zoo_core.engine.averaging import average_model_dirs
 from zoo_core.engine.recipes import load_recipe, recipe_names
@@ -22,16 +22,6 @@ from zoo_core.engine.trainer import learning_rate, param_groups
 from zoo_core.errors import ConfigError, DataError
 from zoo_core.pipeline.schema import TrainSpec, load_pipeline
 
-TINY_MODEL = {
-    "num_classes": 124,
-    "backbone": {"type": "timm", "args": {"model_name": "resnet10t", "out_indices": [1, 2, 3]}},
-    "heads": [
-        {"type": "fcn", "args": {"in_index": [0, 1, 2], "input_transform": "resize_concat", "channels": 16,
-                                 "num_convs": 1, "loss_weight": 0.4}},
-        {"type": "ocr", "args": {"in_index": [0, 1, 2], "input_transform": "resize_concat", "channels": 16,
-                                 "ocr_channels": 8}},
-    ],
-}
 TRANSFORMS = [{"type": "random-crop", "size": [48, 64]}, {"type": "flip"}, {"type": "photometric"}]
 
 

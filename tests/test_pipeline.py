@@ -13,23 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import zoo_environment
+from conftest import TINY_MODEL, zoo_environment
 from zoo_core.data.synth import synthesize
 from zoo_core.errors import ConfigError
 from zoo_core.evaluation.predictions import read_prediction
 from zoo_core.pipeline.schema import apply_overrides, load_pipeline
-
-TINY_MODEL = {
-    "num_classes": 124,
-    "backbone": {"type": "timm", "args": {"model_name": "resnet10t", "out_indices": [1, 2, 3]}},
-    "heads": [
-        {"type": "fcn", "args": {"in_index": [0, 1, 2], "input_transform": "resize_concat", "channels": 32,
-                                 "num_convs": 1, "loss_weight": 0.4}},
-        {"type": "ocr", "args": {"in_index": [0, 1, 2], "input_transform": "resize_concat", "channels": 32,
-                                 "ocr_channels": 16}},
-    ],
-}
-
 
 def tiny_pipeline(root: Path, weights: Path, **sections) -> dict:
     pipeline = {
