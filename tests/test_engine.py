@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -215,7 +216,12 @@ def test_accumulation_equals_a_larger_batch_split_in_micro_batches(tmp_path, dat
 @pytest.mark.slow
 def test_ddp_two_processes_match_one_process_accumulating(tmp_path, data_root, run_zoo):
     pipeline = write_pipeline(tmp_path, data_root, max_iters=4, checkpoint_every=0)
-    ddp = run_zoo("train", pipeline, "--out", tmp_path / "ddp", "--nproc", "2", timeout=300)
+    # torchrun on the installed `zoo` entry point, as a cluster job would start it
+    torchrun, zoo = shutil.which("torchrun"), shutil.which("zoo")
+    assert torchrun and zoo, "torchrun and zoo must be on PATH (pip install -e .)"
+    ddp = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", zoo, "train", str(pipeline),
+                          "--out", str(tmp_path / "ddp")], env=zoo_environment(), capture_output=True, text=True,
+                         timeout=300, check=False)
     assert ddp.returncode == 0, ddp.stderr
     assert "all 2 processes hold identical weights" in ddp.stderr
     single = run_zoo("train", pipeline, "--out", tmp_path / "single", "--set", "train.accum_steps=2")
@@ -229,6 +235,34 @@ def test_ddp_two_processes_match_one_process_accumulating(tmp_path, data_root, r
         torch.testing.assert_close(a[name], b[name], atol=2e-5, rtol=1e-4, msg=name)
     assert [r["loss"] for r in log_records(tmp_path / "ddp")] == pytest.approx(
         [r["loss"] for r in log_records(tmp_path / "single")], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_nproc_launches_torchrun_on_this_machine(tmp_path, data_root, run_zoo):
+    pipeline = write_pipeline(tmp_path, data_root, max_iters=1, warmup_iters=0, checkpoint_every=0)
+    result = run_zoo("train", pipeline, "--out", tmp_path / "run", "--nproc", "2", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "all 2 processes hold identical weights" in result.stderr
+    assert [r["iter"] for r in log_records(tmp_path / "run")] == [1]
+
+
+@pytest.mark.slow
+def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path, data_root):
+    pipeline = write_pipeline(tmp_path, data_root, max_iters=200, checkpoint_every=0)
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "zoo_core.cli", "train", str(pipeline), "--out", str(out)],
+                               env=zoo_environment(), stderr=subprocess.PIPE, text=True)
+    log = out / "train_log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and log.read_text().count("\n") >= 2):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.terminate()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "SIGTERM" in stderr
+    (checkpoint,) = (out / "checkpoints").iterdir()
+    assert (checkpoint / "optimizer.safetensors").is_file() and (checkpoint / "model.safetensors").is_file()
 
 
 @pytest.mark.slow

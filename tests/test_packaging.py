@@ -12,10 +12,18 @@ tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard libr
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_subpackage_is_listed_in_pyproject():
+def test_every_subpackage_and_data_folder_is_listed_in_pyproject():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "zoo_core").rglob("__init__.py")}
+    folders = {p.parent for p in (ROOT / "zoo_core").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    on_disk = {".".join(folder.relative_to(ROOT).parts) for folder in folders}
     assert on_disk | {"zoo_core.registry"} == listed
+
+
+def test_data_files_are_importable_as_package_data():
+    tables = {entry.name for entry in resources.files("zoo_core.components.remap_tables").iterdir()}
+    assert {"coco_stuff.tsv", "ade20k.tsv", "cityscapes.tsv"} <= tables
+    recipes = {entry.name for entry in resources.files("zoo_core.engine.recipes").iterdir()}
+    assert {"swin-part1.yaml", "swin-part2.yaml", "volo.yaml"} <= recipes
 
 
 def test_registry_folder_is_importable_as_package_data():
