@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -238,12 +239,32 @@ def test_ddp_two_processes_match_one_process_accumulating(tmp_path, data_root, r
 
 
 @pytest.mark.slow
-def test_nproc_launches_torchrun_on_this_machine(tmp_path, data_root, run_zoo):
-    pipeline = write_pipeline(tmp_path, data_root, max_iters=1, warmup_iters=0, checkpoint_every=0)
-    result = run_zoo("train", pipeline, "--out", tmp_path / "run", "--nproc", "2", timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "all 2 processes hold identical weights" in result.stderr
-    assert [r["iter"] for r in log_records(tmp_path / "run")] == [1]
+def test_nproc_run_interrupted_by_ctrl_c_keeps_a_checkpoint_and_resumes(tmp_path, data_root, run_zoo):
+    # Batch 6: iterations long enough that torchrun's own SIGINT to the workers lands mid-iteration.
+    pipeline = write_pipeline(tmp_path, data_root, max_iters=100, checkpoint_every=0, batch_size=6)
+    out = tmp_path / "run"
+    # A terminal's Ctrl-C goes to the whole process group: zoo, torchrun and both workers.
+    process = subprocess.Popen([sys.executable, "-m", "zoo_core.cli", "train", str(pipeline), "--out", str(out),
+                                "--nproc", "2"], env=zoo_environment(), stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    log = out / "train_log.jsonl"
+    deadline = time.monotonic() + 180
+    while not (log.is_file() and log.read_text().count("\n") >= 3):
+        assert process.poll() is None and time.monotonic() < deadline, "training ended before it was interrupted"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode != 0
+    assert "interrupted by SIGINT" in stderr and "--resume" in stderr
+    (checkpoint,) = (out / "checkpoints").iterdir()
+    stopped_at = int(checkpoint.name.split("_")[1])
+    assert 3 <= stopped_at < 100
+
+    resumed = run_zoo("train", pipeline, "--out", out, "--nproc", "2", "--resume", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"(iteration {stopped_at})" in resumed.stderr
+    assert "all 2 processes hold identical weights" in resumed.stderr
+    assert [r["iter"] for r in log_records(out)] == list(range(1, 101))
 
 
 @pytest.mark.slow
@@ -370,3 +391,18 @@ def test_init_from_starts_from_a_trained_model(tmp_path, data_root, reference_ru
     result = run_zoo("train", path, "--out", tmp_path / "other")
     assert result.returncode != 0
     assert "unexpected key(s): heads.1." in result.stderr and "train.init_from" in result.stderr
+
+
+def test_a_repeated_signal_aborts_a_single_process_but_not_a_torchrun_worker():
+    from zoo_core.engine.trainer import _StopRequest
+
+    with _StopRequest(abort_on_repeat=False) as stop:  # torchrun passes the terminal's Ctrl-C on: it comes twice
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert stop.signal == signal.SIGINT
+    with pytest.raises(KeyboardInterrupt), _StopRequest(abort_on_repeat=True) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signal == signal.SIGINT
+        os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are restored

@@ -8,6 +8,7 @@ the CPU, nccl on CUDA). Without those variables the run is a single process.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -98,4 +99,13 @@ def launch(nproc: int, zoo_args: Sequence[str]) -> int:
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "zoo_core.cli", *zoo_args]
-    return subprocess.call(command)
+    process = subprocess.Popen(command)
+    # A terminal's Ctrl-C reaches torchrun and the workers by itself (they checkpoint): wait for them.
+    # SIGTERM sent to this process alone is passed on.
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signum))}
+    try:
+        return process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -178,8 +178,9 @@ def run_fingerprint(pipeline: Pipeline) -> dict:
 class _StopRequest:
     """Remembers SIGINT/SIGTERM; the loop stops after the current iteration and checkpoints."""
 
-    def __init__(self):
+    def __init__(self, abort_on_repeat: bool):
         self.signal: int | None = None
+        self.abort_on_repeat = abort_on_repeat
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> _StopRequest:
@@ -189,9 +190,11 @@ class _StopRequest:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.signal is not None:  # a second Ctrl-C: stop now, without a checkpoint
-            raise KeyboardInterrupt
-        self.signal = signum
+        if self.abort_on_repeat and self.signal == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
+        # Under torchrun a Ctrl-C arrives twice (from the terminal, then passed on by torchrun): the
+        # checkpoint must not be cut short; torchrun itself kills the workers if they take too long.
+        self.signal = self.signal or signum
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
@@ -260,7 +263,7 @@ def _train(pipeline: Pipeline, spec: TrainSpec, out: Path, resume: bool, world: 
                disable=not (pipeline.runtime.progress and world.is_main))
     log_file = (out / "train_log.jsonl").open("a") if world.is_main else None
     try:
-        with _StopRequest() as stop:
+        with _StopRequest(abort_on_repeat=not world.distributed) as stop:
             while step < last:
                 epoch, images, targets = next(stream)
                 lr = learning_rate(spec, step)
