@@ -134,7 +134,7 @@ def test_reader_errors(tmp_path: Path):
 
 @pytest.mark.parametrize("content, message", [
     (b"", "is empty"),
-    (b"not a png at all", "cannot be read"),
+    (b"not a png at all", "cannot be decoded"),
     ("rgb", "has mode 'RGB'"),
     ("unknown", r"values its remapping table does not list: \[11\]"),
 ])

@@ -24,22 +24,20 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_write_text
 from ..interfaces import IGNORE_INDEX
 from .classes import NUM_CLASSES, VSPW_CLASSES
-from .vspw import TrainFrames, Transform, VSPWDataset, normalize
+from .vspw import TrainFrames, Transform, VSPWDataset, decoded_image, normalize
 
 Log = Callable[[str], None]
 
@@ -158,22 +156,8 @@ def _split_pairs(kind: str, layout: Layout, root: Path, base: Path, labels_base:
     return pairs
 
 
-@contextmanager
-def _decoded(path: Path, what: str) -> Iterator[Image.Image]:
-    """A decoded PIL image, or a DataError naming the file and what to do."""
-    try:
-        if path.stat().st_size == 0:
-            raise DataError(f"{what} {path} is empty (0 bytes); re-extract it or remove it from the dataset")
-        image = Image.open(path)
-        image.load()  # decode now so that truncated files fail here
-    except DataError:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{what} {path} cannot be read ({exc}); re-extract it or remove it from the dataset") from exc
-    try:
-        yield image
-    finally:
-        image.close()
+def _decoded(path: Path, what: str):
+    return decoded_image(path, f"{what} {path}", "remove it from the dataset")
 
 
 class RemappedImages:

@@ -202,18 +202,23 @@ class VSPWDataset:
 
 @contextmanager
 def _open(ref: FrameRef, path: Path, what: str) -> Iterator[Image.Image]:
-    """A decoded PIL image of ``path``, or a DataError saying which file is bad and why."""
-    where = f"video {ref.video!r}, frame {ref.name!r}: {what} {path}"
+    with decoded_image(path, f"video {ref.video!r}, frame {ref.name!r}: {what} {path}",
+                       "remove the frame from the video") as image:
+        yield image
+
+
+@contextmanager
+def decoded_image(path: Path, where: str, remedy: str) -> Iterator[Image.Image]:
+    """A decoded PIL image of ``path``, or a DataError: ``where`` names the file, ``remedy`` ends the advice."""
     if not path.is_file():
-        raise DataError(f"{where} is missing; restore the file or remove the frame from the video")
+        raise DataError(f"{where} is missing; restore the file or {remedy}")
     if path.stat().st_size == 0:
-        raise DataError(f"{where} is empty (0 bytes); re-extract it or remove the frame from the video")
+        raise DataError(f"{where} is empty (0 bytes); re-extract it or {remedy}")
     try:
         image = Image.open(path)
         image.load()  # decode now so that truncated files fail here
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{where} cannot be decoded ({exc}); re-extract it or remove the frame "
-                        "from the video") from exc
+        raise DataError(f"{where} cannot be decoded ({exc}); re-extract it or {remedy}") from exc
     try:
         yield image
     finally:

@@ -10,7 +10,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_path, atomic_write_text
-from ..hub.local import CONFIG_NAME, WEIGHTS_NAME, read_model_config
+from ..hub.local import CONFIG_NAME, RESERVED_KEYS, WEIGHTS_NAME, read_model_config
 
 
 def average_model_dirs(model_dirs: Sequence[Path], out: Path, extra: dict | None = None) -> Path:
@@ -64,8 +64,7 @@ def average_model_dirs(model_dirs: Sequence[Path], out: Path, extra: dict | None
     out = Path(out)
     with atomic_path(out / WEIGHTS_NAME) as tmp:
         save_file(averaged, str(tmp))
-    reserved = {"format", "model", "zoo_version", "plugins"}
-    config = {k: v for k, v in first.items() if k in reserved or k == "class_names"}
+    config = {k: v for k, v in first.items() if k in RESERVED_KEYS or k == "class_names"}
     config.update(extra or {})
     config["averaged_from"] = [str(d) for d in model_dirs]
     atomic_write_text(out / CONFIG_NAME, json.dumps(config, indent=2) + "\n")

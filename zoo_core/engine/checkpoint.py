@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, DataError
-from ..hub.local import save_model_dir
+from ..hub.local import WEIGHTS_NAME, load_weights, save_model_dir
 
 STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
@@ -72,20 +72,15 @@ def save_checkpoint(folder: Path, iteration: int, model: torch.nn.Module, model_
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """Load weights and optimizer state from ``path`` strictly; returns the trainer state."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file, load_model
+    from safetensors.torch import load_file
 
-    state_path = path / STATE_NAME
     try:
-        state = json.loads(state_path.read_text())
-        load_model_result = load_model(model, str(path / "model.safetensors"), strict=False)
+        state = json.loads((path / STATE_NAME).read_text())
         optimizer_tensors = load_file(str(path / OPTIMIZER_NAME))
     except (OSError, SafetensorError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"checkpoint {path} is incomplete or corrupt ({exc}); delete it to resume from the "
                         "previous one") from None
-    missing, unexpected = load_model_result
-    if missing or unexpected:
-        raise ConfigError(f"checkpoint {path} does not fit the pipeline's model ({len(missing)} missing, "
-                          f"{len(unexpected)} unexpected keys); resume with the pipeline that wrote it")
+    load_weights(model, path / WEIGHTS_NAME, "the pipeline's model (resume with the pipeline that wrote it)")
     groups = state.pop("optimizer_param_groups")
     try:
         optimizer.load_state_dict(_unflatten_optimizer(optimizer_tensors, groups))

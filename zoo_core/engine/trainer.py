@@ -28,10 +28,10 @@ from ..components.segmentor import build_segmentor
 from ..data.transforms import DEFAULT_TRAIN_TRANSFORMS, build_transforms
 from ..errors import ConfigError, ZooError
 from ..fileio import atomic_write_text
-from ..hub.local import save_model_dir
+from ..hub.local import CONFIG_NAME, WEIGHTS_NAME, load_weights, save_model_dir
 from ..inference.predictor import autocast, resolve_device
 from ..interfaces import LossContext
-from ..pipeline.schema import Pipeline, TrainSpec
+from ..pipeline.schema import Pipeline, SourceSpec, TrainSpec
 from ..plugins import get_catalog
 from . import distributed
 from .averaging import average_model_dirs
@@ -153,7 +153,6 @@ def local_batches(train_set, spec: TrainSpec, world: distributed.World, first_st
 def build_train_set(pipeline: Pipeline, world: distributed.World, log: Callable[[str], None]):
     """The training data of every source; under DDP rank 0 scans (and caches) the label filters first."""
     from ..data.sources import build_train_set as build
-    from ..pipeline.schema import SourceSpec
 
     spec = pipeline.train
     sources = spec.sources or [SourceSpec(type="vspw", root=pipeline.data.root, split=spec.split)]
@@ -322,7 +321,6 @@ def _train(pipeline: Pipeline, spec: TrainSpec, out: Path, resume: bool, world: 
 def _load_initial_weights(model: torch.nn.Module, ref: str, log: Callable[[str], None]) -> None:
     """``train.init_from``: a trained model's weights (strictly: the pipeline's model must be its architecture)."""
     from ..hub.client import resolve_weights
-    from ..hub.local import WEIGHTS_NAME, load_weights
 
     resolved = resolve_weights(ref)
     load_weights(model, resolved.path / WEIGHTS_NAME,
@@ -334,7 +332,7 @@ def _train_step(trained, model, loss_fn, optimizer, scaler, images, targets, spe
                 world: distributed.World, device: torch.device, amp: str) -> list[float]:
     """One optimizer step over this rank's ``accum_steps`` micro-batches; returns the mean loss per head."""
     optimizer.zero_grad(set_to_none=True)
-    head_totals = [0.0] * len(model.heads)
+    head_totals = torch.zeros(len(model.heads), device=device)
     images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
     for micro in range(spec.accum_steps):
         torch.manual_seed(micro_batch_seed(spec.seed, step, world.rank * spec.accum_steps + micro))
@@ -347,19 +345,20 @@ def _train_step(trained, model, loss_fn, optimizer, scaler, images, targets, spe
                 losses = [head.loss_weight * loss_fn(output, targets[part],
                                                      LossContext(images[part], step, spec.max_iters, i))
                           for i, (head, output) in enumerate(zip(model.heads, outputs))]
-                loss = torch.stack([value.float() for value in losses]).sum()
-            if not math.isfinite(loss.item()):
-                raise ConfigError(f"training diverged at iteration {step} (loss {loss.item()}); lower train.lr "
+                head_losses = torch.stack([value.float() for value in losses])
+                loss = head_losses.sum()
+            total = loss.item()  # the one device sync of a micro-batch
+            if not math.isfinite(total):
+                raise ConfigError(f"training diverged at iteration {step} (loss {total}); lower train.lr "
                                   "or set train.grad_clip")
             scaler.scale(loss / spec.accum_steps).backward()
-        for i, value in enumerate(losses):
-            head_totals[i] += value.item() / spec.accum_steps
+        head_totals += head_losses.detach() / spec.accum_steps
     if spec.grad_clip:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
     scaler.step(optimizer)
     scaler.update()
-    return head_totals
+    return head_totals.tolist()
 
 
 def _checkpoint(folder: Path, step: int, model, model_config: dict, extra: dict, optimizer, scaler,
@@ -376,7 +375,7 @@ def _check_run_dir(pipeline: Pipeline, out: Path, resume: bool, checkpoints: Pat
     found = list_checkpoints(checkpoints)
     record_path = out / RUN_RECORD
     if not resume:
-        if found or (out / "model.safetensors").exists():
+        if found or (out / WEIGHTS_NAME).exists():
             raise ConfigError(f"{out} already holds a training run; continue it with --resume, or train into "
                               "another --out")
         return None
@@ -392,8 +391,6 @@ def _check_run_dir(pipeline: Pipeline, out: Path, resume: bool, checkpoints: Pat
 
 
 def _finished(out: Path, last: int) -> bool:
-    from ..hub.local import CONFIG_NAME
-
     try:
         return json.loads((out / CONFIG_NAME).read_text()).get("iteration") == last
     except (OSError, ValueError):
