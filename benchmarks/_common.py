@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from zoo_core.components.segmentor import build_segmentor
-from zoo_core.hub.local import save_model_dir
+from zoo_core.model_dir import build_segmentor
+from zoo_core.model_dir import save_model_dir
 
 # A realistic per-frame cost: a ResNet-18 backbone with the FCN + OCR cascade at 480x853.
 BENCH_MODEL = {

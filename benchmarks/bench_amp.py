@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from zoo_core.components.segmentor import build_segmentor
-from zoo_core.inference.predictor import autocast
+from zoo_core.model_dir import build_segmentor
+from zoo_core.runtime import autocast
 
 PRESETS = {"swin-l": "zoo_swin_ocr.presets", "swin-l-deep": "zoo_swin_ocr.presets",
            "volo-d5": "zoo_volo_unet_ocr.presets"}

@@ -23,7 +23,7 @@ import torch
 from _common import make_model_dir, pipeline_dict
 from zoo_core.data.synth import synthesize
 from zoo_core.data.vspw import VSPWDataset, normalize
-from zoo_core.hub.local import load_model_dir
+from zoo_core.model_dir import load_model_dir
 from zoo_core.pipeline.run import run_pipeline
 from zoo_core.pipeline.schema import validate
 

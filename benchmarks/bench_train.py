@@ -24,7 +24,7 @@ import torch
 
 from _common import BENCH_MODEL
 from zoo_core.components.losses import CrossEntropyLoss
-from zoo_core.components.segmentor import build_segmentor
+from zoo_core.model_dir import build_segmentor
 from zoo_core.data.synth import synthesize
 from zoo_core.engine.trainer import train
 from zoo_core.pipeline.schema import validate

@@ -10,11 +10,11 @@ import yaml
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
-from zoo_core.components.segmentor import build_segmentor
+from zoo_core.model_dir import build_segmentor
 from zoo_core.errors import ConfigError, DataError
 from zoo_core.hub.command import convert_command
 from zoo_core.hub.convert import convert_checkpoint, parse_renames
-from zoo_core.hub.local import load_model_dir, save_model_dir
+from zoo_core.model_dir import load_model_dir, save_model_dir
 
 MODEL_CONFIG = {"num_classes": 3,
                 "backbone": {"type": "timm", "args": {"model_name": "test_resnet", "out_indices": [1, 2]}},

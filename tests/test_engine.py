@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from conftest import TINY_MODEL, zoo_environment
 from zoo_core.data.synth import synthesize
 from zoo_core.engine.averaging import average_model_dirs
-from zoo_core.engine.recipes import load_recipe, recipe_names
+from zoo_core.recipes import load_recipe, recipe_names
 from zoo_core.engine.trainer import learning_rate, param_groups
 from zoo_core.errors import ConfigError, DataError
 from zoo_core.pipeline.schema import TrainSpec, load_pipeline
@@ -110,7 +110,7 @@ def test_recipe_fills_in_under_the_pipeline_keys(tmp_path, data_root):
 
 
 def test_param_groups_split_backbone_decoder_and_no_decay():
-    from zoo_core.components.segmentor import build_segmentor
+    from zoo_core.model_dir import build_segmentor
 
     model = build_segmentor(TINY_MODEL)
     spec = spec_of(max_iters=10, lr=1e-3, decoder_lr_mult=10, weight_decay=0.05)
@@ -356,7 +356,7 @@ def test_average_refuses_mixed_architectures_and_bad_files(tmp_path, run_zoo):
 
 
 def test_position_tables_get_no_weight_decay():
-    from zoo_core.components.segmentor import build_segmentor
+    from zoo_core.model_dir import build_segmentor
 
     swin = {"num_classes": 4, "backbone": {"type": "timm", "args": {
         "model_name": "swin_tiny_patch4_window7_224", "embed_dim": 16, "depths": [1, 1, 1, 1],

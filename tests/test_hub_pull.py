@@ -23,12 +23,12 @@ from click.testing import CliRunner
 from olah_mirror import OlahMirror, make_model_repo
 
 import zoo_core
-from zoo_core.components.segmentor import build_segmentor
+from zoo_core.model_dir import build_segmentor
 from zoo_core.errors import ConfigError, DataError
 from zoo_core.hub import client
 from zoo_core.hub.client import Lock, UnverifiedWeightsWarning, hub_cache_dir, pull, resolve_weights
 from zoo_core.hub.command import pull_command
-from zoo_core.hub.local import save_model_dir
+from zoo_core.model_dir import save_model_dir
 from zoo_core.plugins import reset_registry
 
 MODEL_CONFIG = {"num_classes": 3,

@@ -15,11 +15,11 @@ import yaml
 from click.testing import CliRunner
 from huggingface_hub import HfApi, hf_hub_download
 
-from zoo_core.components.segmentor import build_segmentor
+from zoo_core.model_dir import build_segmentor
 from zoo_core.errors import ConfigError, DataError
 from zoo_core.hub.cards import parse_card
 from zoo_core.hub.command import push_command
-from zoo_core.hub.local import save_model_dir
+from zoo_core.model_dir import save_model_dir
 from zoo_core.hub.push import push
 from zoo_core.hub.server import HubServer
 from zoo_core.plugins import core_version

@@ -20,7 +20,7 @@ from zoo_core.engine.trainer import train
 from zoo_core.evaluation.predictions import read_prediction
 from zoo_core.hub.cards import parse_card
 from zoo_core.hub.client import pull
-from zoo_core.hub.local import load_model_dir
+from zoo_core.model_dir import load_model_dir
 from zoo_core.hub.push import push
 from zoo_core.hub.server import HubServer
 from zoo_core.pipeline.run import run_pipeline

@@ -353,8 +353,8 @@ def test_eval_writes_the_confusion_matrix(synth_root, tmp_path):
 
 @pytest.mark.slow
 def test_run_writes_confusion_json_next_to_metrics(synth_root, tmp_path):
-    from zoo_core.components.segmentor import build_segmentor
-    from zoo_core.hub.local import save_model_dir
+    from zoo_core.model_dir import build_segmentor
+    from zoo_core.model_dir import save_model_dir
     from zoo_core.pipeline.run import run_pipeline
     from zoo_core.pipeline.schema import validate
 

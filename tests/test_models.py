@@ -9,9 +9,10 @@ import torch
 
 from zoo_core.components.heads import FCNHead, OCRHead
 from zoo_core.components.losses import CrossEntropyLoss
-from zoo_core.components.segmentor import Segmentor, build_segmentor
+from zoo_core.components.segmentor import Segmentor
+from zoo_core.model_dir import build_segmentor
 from zoo_core.errors import ConfigError, DataError
-from zoo_core.hub.local import atomic_path, atomic_write_bytes, load_model_dir, save_model_dir
+from zoo_core.model_dir import atomic_path, atomic_write_bytes, load_model_dir, save_model_dir
 from zoo_core.interfaces import MaskClassification
 
 
@@ -115,7 +116,7 @@ def test_full_size_swin_large_fcn_ocr_on_meta():
 
 def test_build_errors_name_the_field():
     with pytest.raises(ConfigError, match="model.num_classes"):
-        build_segmentor({"backbone": {"type": "timm"}, "heads": [{"type": "fcn"}]})
+        build_segmentor({"num_classes": 0, "backbone": {"type": "timm"}, "heads": [{"type": "fcn"}]})
     with pytest.raises(ConfigError, match=r"model.heads\[1\]"):
         build_segmentor({**ocr_cascade(TINY_RESNET), "heads": [{"type": "fcn"}, {"name": "ocr"}]})
     with pytest.raises(ConfigError, match="unknown head 'nope'"):

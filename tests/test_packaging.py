@@ -22,7 +22,7 @@ def test_every_subpackage_and_data_folder_is_listed_in_pyproject():
 def test_data_files_are_importable_as_package_data():
     tables = {entry.name for entry in resources.files("zoo_core.components.remap_tables").iterdir()}
     assert {"coco_stuff.tsv", "ade20k.tsv", "cityscapes.tsv"} <= tables
-    recipes = {entry.name for entry in resources.files("zoo_core.engine.recipes").iterdir()}
+    recipes = {entry.name for entry in resources.files("zoo_core.recipes").iterdir()}
     assert {"swin-part1.yaml", "swin-part2.yaml", "volo.yaml"} <= recipes
 
 

@@ -15,7 +15,7 @@ def load(name_or_dir, device="cpu"):
     """
     # Imported here so that `import zoo_core` stays light for plugins.
     from .hub.client import resolve_weights
-    from .hub.local import load_model_dir
+    from .model_dir import load_model_dir
 
     model, _ = load_model_dir(resolve_weights(str(name_or_dir)).path, device=device)
     return model

@@ -58,15 +58,6 @@ def plugin_commands() -> dict[str, click.Command]:
     return found
 
 
-def warn_broken_plugins() -> None:
-    """Tell the user once that some plugins were skipped, without stopping the command."""
-    from .plugins import get_registry
-
-    for record in get_registry().broken():
-        click.echo(f"warning: {record.describe()} is broken and was skipped: {record.error} "
-                   "(ZOO_STRICT_PLUGINS=1 makes this fatal)", err=True)
-
-
 @main.command("list")
 @click.argument("pattern", required=False)
 @click.option("--kind", type=click.Choice(["backbone", "head", "loss", "remapper", "tta", "ensembler"]),
@@ -133,10 +124,10 @@ def _list_weights(pattern: str | None, as_json: bool) -> None:
 
 def _register_subcommands() -> None:
     from .data.command import data_group
-    from .engine.command import average_command
+    from .engine.command import average_command, train_command
     from .evaluation.command import eval_command
     from .hub.command import convert_command, hub_group, pull_command, push_command
-    from .pipeline.command import run_command, train_command
+    from .pipeline.command import run_command
 
     main.add_command(data_group)
     main.add_command(eval_command)

@@ -187,3 +187,10 @@ def reset_registry() -> None:
     """Forget the loaded plugins (tests, or after installing one in-process)."""
     global _REGISTRY
     _REGISTRY = None
+
+
+def warn_broken_plugins() -> None:
+    """Tell the user once that some plugins were skipped, without stopping the command."""
+    for record in get_registry().broken():
+        print(f"warning: {record.describe()} is broken and was skipped: {record.error} "
+                   "(ZOO_STRICT_PLUGINS=1 makes this fatal)", file=sys.stderr)

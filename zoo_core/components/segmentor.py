@@ -1,14 +1,13 @@
-"""A segmentor: a backbone and a cascade of heads, assembled from the catalog."""
+"""A segmentor: a backbone and a cascade of heads (built from a config by ``zoo_core.model_dir.build_segmentor``)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..catalog import Catalog
 from ..errors import ConfigError
 from ..interfaces import HeadOutput, MaskClassification, pixel_scores
 
@@ -51,46 +50,3 @@ class Segmentor(nn.Module):
             # Mask-classification scores are already non-negative; only their scale differs per pixel.
             return scores / scores.sum(dim=1, keepdim=True).clamp_min(1e-12)
         return scores.softmax(dim=1)
-
-
-def build_segmentor(config: Mapping[str, Any], catalog: Optional[Catalog] = None) -> Segmentor:
-    """Build a :class:`Segmentor` from a model config.
-
-    ``config`` is ``{"num_classes": 124, "backbone": {"type": "timm", "args": {...}},
-    "heads": [{"type": "fcn", "args": {...}}, {"type": "ocr", "args": {...}}]}``. Each head
-    is given the backbone's ``in_channels`` and ``in_strides`` and ``num_classes``.
-    """
-    if catalog is None:
-        from ..plugins import get_catalog
-
-        catalog = get_catalog()
-    if not isinstance(config, Mapping):
-        raise ConfigError(f"model config must be a mapping with num_classes, backbone and heads, "
-                          f"got {type(config).__name__}")
-    num_classes = config.get("num_classes")
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ConfigError(f"model.num_classes must be a positive integer, got {num_classes!r}")
-    backbone_spec = _component_spec(config.get("backbone"), "model.backbone")
-    head_specs = config.get("heads")
-    if not isinstance(head_specs, list) or not head_specs:
-        raise ConfigError("model.heads must be a non-empty list of {type, args} (for example fcn then ocr)")
-
-    backbone = catalog.build("backbone", *backbone_spec)
-    heads = []
-    for i, head_spec in enumerate(head_specs):
-        name, args = _component_spec(head_spec, f"model.heads[{i}]")
-        heads.append(catalog.build("head", name, args, in_channels=list(backbone.channels),
-                                   in_strides=list(backbone.strides), num_classes=num_classes))
-    return Segmentor(backbone, heads)
-
-
-def _component_spec(spec: Any, where: str) -> tuple[str, dict[str, Any]]:
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("type"), str):
-        raise ConfigError(f"{where} must be a mapping with a 'type' (component name) and optional 'args', got {spec!r}")
-    unknown = set(spec) - {"type", "args"}
-    if unknown:
-        raise ConfigError(f"{where} has unknown key(s) {', '.join(sorted(unknown))}; allowed: type, args")
-    args = spec.get("args") or {}
-    if not isinstance(args, Mapping):
-        raise ConfigError(f"{where}.args must be a mapping, got {type(args).__name__}")
-    return spec["type"], dict(args)

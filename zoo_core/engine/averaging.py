@@ -10,7 +10,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_path, atomic_write_text
-from ..hub.local import CONFIG_NAME, RESERVED_KEYS, WEIGHTS_NAME, read_model_config
+from ..model_dir import CONFIG_NAME, RESERVED_KEYS, WEIGHTS_NAME, read_model_config
 
 
 def average_model_dirs(model_dirs: Sequence[Path], out: Path, extra: dict | None = None) -> Path:

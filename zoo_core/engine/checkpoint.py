@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, DataError
-from ..hub.local import WEIGHTS_NAME, load_weights, save_model_dir
+from ..model_dir import WEIGHTS_NAME, load_weights, save_model_dir
 
 STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"

@@ -1,10 +1,13 @@
-"""``zoo average``: one model from several checkpoints of a run."""
+"""``zoo train`` and ``zoo average``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+
+from ..pipeline.command import pipeline_command
+from ..pipeline.schema import Pipeline
 
 
 @click.command("average")
@@ -16,7 +19,7 @@ def average_command(checkpoints: tuple[Path, ...], out: Path, force: bool) -> No
     """Average the weights of CHECKPOINTS (model directories of one architecture, such as
     RUN/checkpoints/iter_*) into a new model, as the 3rd-place VOLO model was made."""
     from ..errors import ConfigError
-    from ..hub.local import WEIGHTS_NAME
+    from ..model_dir import WEIGHTS_NAME
     from .averaging import average_model_dirs
 
     if out.resolve() in {c.resolve() for c in checkpoints}:
@@ -25,3 +28,31 @@ def average_command(checkpoints: tuple[Path, ...], out: Path, force: bool) -> No
         raise ConfigError(f"{out / WEIGHTS_NAME} exists; choose another --out or pass --force")
     average_model_dirs(list(checkpoints), out)
     click.echo(f"averaged {len(checkpoints)} checkpoints -> {out / WEIGHTS_NAME}")
+
+
+@pipeline_command("train", "runs/train", "Run directory: checkpoints, train_log.jsonl, model.safetensors, config.json.",
+                  options=(click.option("--resume", is_flag=True,
+                                        help="Continue from the newest checkpoint in --out (same pipeline and --set)."),
+                           click.option("--nproc", type=int, default=1, show_default=True,
+                                        help="Processes on this machine (torchrun; gloo on CPU, nccl on GPU).")))
+def train_command(pipeline: Pipeline, out: Path, resume: bool, nproc: int) -> None:
+    """Train the pipeline's `model` with its `train` recipe (resumable; Ctrl-C writes a checkpoint)."""
+    if nproc > 1:
+        import sys
+
+        from .distributed import launch
+
+        ctx = click.get_current_context()
+        args = ["train", ctx.params["pipeline_path"], "--out", str(out)]
+        for item in ctx.params["overrides"]:
+            args += ["--set", item]
+        for option in ("device", "amp"):
+            if ctx.params[option]:
+                args += [f"--{option}", ctx.params[option]]
+        if resume:
+            args.append("--resume")
+        sys.exit(launch(nproc, args))
+
+    from .trainer import train
+
+    train(pipeline, out, resume=resume, log=lambda m: click.echo(m, err=True))

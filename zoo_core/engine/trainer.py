@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..components.segmentor import build_segmentor
+from ..model_dir import build_segmentor
 from ..data.transforms import DEFAULT_TRAIN_TRANSFORMS, build_transforms
 from ..errors import ConfigError, ZooError
 from ..fileio import atomic_write_text
-from ..hub.local import CONFIG_NAME, WEIGHTS_NAME, load_weights, save_model_dir
-from ..inference.predictor import autocast, resolve_device
+from ..model_dir import CONFIG_NAME, WEIGHTS_NAME, load_weights, save_model_dir
+from ..runtime import autocast, resolve_device
 from ..interfaces import LossContext
 from ..pipeline.schema import Pipeline, SourceSpec, TrainSpec
 from ..plugins import get_catalog

@@ -25,7 +25,7 @@ from typing import Iterator, Optional, Union
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_write_text
 from .cards import NAME_RE, REPO_RE, SHA1_RE, SHA256_RE, Card, check_plugin, find_card
-from .local import CONFIG_NAME, WEIGHTS_NAME, read_model_config
+from ..model_dir import CONFIG_NAME, WEIGHTS_NAME, read_model_config
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 LOCK_NAME = "zoo.lock"  # written next to what used the weights

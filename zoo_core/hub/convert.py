@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from ..errors import ConfigError, DataError
-from .local import CONFIG_NAME, FORMAT, RESERVED_KEYS, _names, save_model_dir
+from ..model_dir import CONFIG_NAME, FORMAT, RESERVED_KEYS, _names, save_model_dir
 
 AUTO_KEYS = ("state_dict", "model", "module")
 
@@ -45,7 +45,7 @@ def parse_renames(items: Iterable[str]) -> list[tuple[str, str]]:
 def convert_checkpoint(checkpoint: Path, config_path: Path, out_dir: Path, key: Optional[str] = None,
                        strip_prefixes: Sequence[str] = (), renames: Sequence[tuple[str, str]] = ()) -> Converted:
     """Convert ``checkpoint`` into the model directory ``out_dir``; see :mod:`zoo_core.hub.convert`."""
-    from ..components.segmentor import build_segmentor
+    from ..model_dir import build_segmentor
 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     if (out_dir / CONFIG_NAME).exists():

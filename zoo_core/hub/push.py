@@ -24,7 +24,7 @@ from ..errors import ConfigError, DataError
 from ..plugins import CORE_DISTRIBUTION, core_version
 from .cards import NAME_RE, REPO_RE, Card, Metrics
 from .client import file_sha256, hub_endpoint, hub_offline, transport_errors
-from .local import CONFIG_NAME, WEIGHTS_NAME, load_model_dir
+from ..model_dir import CONFIG_NAME, WEIGHTS_NAME, load_model_dir
 
 METRICS_NAME = "metrics.json"
 README_NAME = "README.md"

@@ -1,4 +1,4 @@
-"""``zoo run`` and ``zoo train``: both take a pipeline, a run directory and overrides."""
+"""``zoo run``, and the decorator shared by the commands that take a pipeline (``zoo train`` too)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def pipeline_command(name: str, default_out: str, out_help: str, options: tuple 
                 extra.append(f"runtime.device={device}")
             if amp:
                 extra.append(f"runtime.amp={amp}")
-            from ..cli import warn_broken_plugins
+            from ..plugins import warn_broken_plugins
 
             warn_broken_plugins()
             body(load_pipeline(pipeline_path, extra), Path(out), **extra_options)
@@ -59,31 +59,3 @@ def run_command(pipeline: Pipeline, out: Path) -> None:
     if metrics:
         click.echo(metrics_table(metrics))
         click.echo(f"metrics: {out / 'metrics.json'}  report: {out / 'report'}")
-
-
-@pipeline_command("train", "runs/train", "Run directory: checkpoints, train_log.jsonl, model.safetensors, config.json.",
-                  options=(click.option("--resume", is_flag=True,
-                                        help="Continue from the newest checkpoint in --out (same pipeline and --set)."),
-                           click.option("--nproc", type=int, default=1, show_default=True,
-                                        help="Processes on this machine (torchrun; gloo on CPU, nccl on GPU).")))
-def train_command(pipeline: Pipeline, out: Path, resume: bool, nproc: int) -> None:
-    """Train the pipeline's `model` with its `train` recipe (resumable; Ctrl-C writes a checkpoint)."""
-    if nproc > 1:
-        import sys
-
-        from ..engine.distributed import launch
-
-        ctx = click.get_current_context()
-        args = ["train", ctx.params["pipeline_path"], "--out", str(out)]
-        for item in ctx.params["overrides"]:
-            args += ["--set", item]
-        for option in ("device", "amp"):
-            if ctx.params[option]:
-                args += [f"--{option}", ctx.params[option]]
-        if resume:
-            args.append("--resume")
-        sys.exit(launch(nproc, args))
-
-    from ..engine.trainer import train
-
-    train(pipeline, out, resume=resume, log=lambda m: click.echo(m, err=True))

@@ -22,8 +22,9 @@ from ..evaluation.confusion import write_confusion
 from ..evaluation.evaluator import StreamingEvaluator, VideoStats
 from ..fileio import atomic_write_text
 from ..hub.client import LOCK_NAME, Lock, resolve_weights
-from ..hub.local import load_model_dir
-from ..inference.predictor import ModelRunner, Predictor, resolve_device
+from ..model_dir import load_model_dir
+from ..inference.predictor import ModelRunner, Predictor
+from ..runtime import resolve_device
 from ..inference.sinks import PngWriter, overlay, prefetch
 from ..plugins import get_catalog
 from .report import write_report

@@ -23,26 +23,12 @@ from pydantic import (
     model_validator,
 )
 
-from ..errors import ConfigError, ZooError
+from ..errors import ConfigError, ZooError, describe_validation_error
+from ..model_dir import ComponentSpec, ModelSpec
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class ComponentSpec(Strict):
-    """A catalog component: ``type`` is its (optionally ``distribution:``-qualified) name."""
-
-    type: str
-    args: dict[str, Any] = Field(default_factory=dict)
-
-
-class ModelSpec(Strict):
-    """A segmentor: a backbone and a cascade of heads (the last one predicts)."""
-
-    num_classes: int = Field(124, ge=1, le=255)
-    backbone: ComponentSpec
-    heads: list[ComponentSpec] = Field(min_length=1)
 
 
 class DataSpec(Strict):
@@ -122,7 +108,7 @@ class TrainSpec(Strict):
     """The training recipe. One iteration is one optimizer step over the global batch:
     ``batch_size`` images per micro-batch x ``accum_steps`` micro-batches x processes."""
 
-    recipe: str | None = None  # a named schedule (zoo_core/engine/recipes); keys given here override it
+    recipe: str | None = None  # a named schedule (zoo_core/recipes); keys given here override it
     split: str = "train"
     sources: list[SourceSpec] | None = None  # None: VSPW's `split` of data.root alone
     init_from: str | None = None  # start from these weights (a model directory or a card name), e.g. a deepened model
@@ -189,7 +175,7 @@ def load_pipeline(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
         raise ConfigError(f"{path}: the pipeline must be a mapping of sections (data, model, train, models, ...)")
     raw = apply_overrides(raw, overrides)
     if isinstance(raw.get("train"), dict):
-        from ..engine.recipes import expand_recipe
+        from ..recipes import expand_recipe
 
         raw["train"] = expand_recipe(raw["train"])
     pipeline = validate(raw, str(path))
@@ -231,48 +217,7 @@ def validate(raw: dict, source: str) -> Pipeline:
     try:
         return Pipeline.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid pipeline\n" + "\n".join(_describe(e) for e in exc.errors())) from None
-
-
-def _describe(error: dict) -> str:
-    loc = _yaml_path(error["loc"])
-    if error["type"] == "extra_forbidden":
-        allowed = _allowed_keys(error["loc"][:-1])
-        return f"  {loc}: unknown key" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
-    if error["type"] == "missing":
-        return f"  {loc}: required but missing"
-    return f"  {loc}: {error['msg']} (got {error.get('input')!r})"
-
-
-def _yaml_path(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _allowed_keys(loc: tuple) -> list[str]:
-    model: Any = Pipeline
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        model = _model_of(field.annotation)
-        if model is None:
-            return []
-    return list(getattr(model, "model_fields", {}))
-
-
-def _model_of(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _model_of(arg)
-        if found is not None:
-            return found
-    return None
+        raise ConfigError(f"{source}: invalid pipeline\n" + describe_validation_error(exc, model=Pipeline)) from None
 
 
 def component_specs(pipeline: Pipeline) -> list[tuple[str, str, ComponentSpec]]:

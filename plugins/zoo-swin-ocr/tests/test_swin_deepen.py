@@ -18,9 +18,9 @@ from zoo_swin_ocr.deepen import (
 )
 
 from zoo_core.cli import main
-from zoo_core.components.segmentor import build_segmentor
+from zoo_core.model_dir import build_segmentor
 from zoo_core.errors import ConfigError, DataError
-from zoo_core.hub.local import load_model_dir, save_model_dir
+from zoo_core.model_dir import load_model_dir, save_model_dir
 
 OLD, NEW = (2, 2, 2, 2), (4, 6, 4, 4)
 

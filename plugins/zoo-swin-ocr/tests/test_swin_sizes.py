@@ -6,7 +6,7 @@ import pytest
 import torch
 from zoo_swin_ocr import model_config
 
-from zoo_core.components.segmentor import build_segmentor
+from zoo_core.model_dir import build_segmentor
 
 
 def count(module: torch.nn.Module) -> int:

@@ -7,7 +7,7 @@ import timm
 import torch
 from zoo_volo_unet_ocr import model_config
 
-from zoo_core.components.segmentor import build_segmentor
+from zoo_core.model_dir import build_segmentor
 from zoo_core.plugins import load_registry
 
 NUM_CLASSES = 124

@@ -11,7 +11,7 @@ import torch
 from timm.layers import resample_abs_pos_embed_nhwc
 from zoo_volo_unet_ocr import PRESETS, model_config
 
-from zoo_core.components.segmentor import build_segmentor
+from zoo_core.model_dir import build_segmentor
 from zoo_core.errors import ConfigError
 from zoo_core.plugins import load_registry
 

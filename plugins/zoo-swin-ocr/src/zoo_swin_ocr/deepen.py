@@ -92,8 +92,8 @@ class Deepened:
 
 def deepen_model_dir(model_dir: Path, new_depths: Sequence[int], out_dir: Path) -> Deepened:
     """Deepen the saved model ``model_dir`` (a ``swin`` backbone) to ``new_depths``, written to ``out_dir``."""
-    from zoo_core.components.segmentor import build_segmentor
-    from zoo_core.hub.local import (
+    from zoo_core.model_dir import build_segmentor
+    from zoo_core.model_dir import (
         CONFIG_NAME,
         RESERVED_KEYS,
         load_model_dir,

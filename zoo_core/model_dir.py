@@ -1,6 +1,9 @@
 """A trained model on disk: ``model.safetensors`` + ``config.json``, written atomically, loaded strictly.
 
-``config.json`` holds ``{"format": "zoo-model/1", "model": <build_segmentor config>,
+Public: plugins, the trainer, ``zoo run``, ``zoo convert`` and the registry cards all use this
+one format and the one :class:`ModelSpec` that describes an architecture.
+
+``config.json`` holds ``{"format": "zoo-model/1", "model": <ModelSpec>,
 "zoo_version": ..., "plugins": {distribution: version}, ...extra}``; the weights are the
 model's ``state_dict`` in safetensors (nothing is unpickled).
 """
@@ -13,11 +16,13 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
-from ..components.segmentor import Segmentor, build_segmentor
-from ..errors import ConfigError, DataError
-from ..fileio import atomic_path, atomic_write_bytes  # noqa: F401  (re-exported for model files)
+from .catalog import Catalog
+from .components.segmentor import Segmentor
+from .errors import ConfigError, DataError, describe_validation_error
+from .fileio import atomic_path, atomic_write_bytes  # noqa: F401  (re-exported for model files)
 
 FORMAT = "zoo-model/1"
 CONFIG_NAME = "config.json"
@@ -25,6 +30,62 @@ WEIGHTS_NAME = "model.safetensors"
 RESERVED_KEYS = ("format", "model", "zoo_version", "plugins")
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+class ComponentSpec(BaseModel):
+    """A catalog component: ``type`` is its (optionally ``distribution:``-qualified) name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSpec(BaseModel):
+    """An architecture: a backbone and a cascade of heads (the last one predicts).
+
+    The same type is a pipeline's ``model:``, the ``model`` of ``config.json``, a registry
+    card's ``model.config`` and the model file ``zoo convert`` reads.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_classes: int = Field(124, ge=1, le=255)  # 124: VSPW
+    backbone: ComponentSpec
+    heads: list[ComponentSpec] = Field(min_length=1)
+
+    @classmethod
+    def parse(cls, data: Any, where: str = "model") -> "ModelSpec":
+        """Validate ``data``; a :class:`ConfigError` names each bad field as ``where.field``."""
+        if isinstance(data, ModelSpec):
+            return data
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"{where}: invalid model config\n{describe_validation_error(exc, where, cls)}") from None
+
+    def config(self) -> dict[str, Any]:
+        """The plain mapping stored in ``config.json``."""
+        return self.model_dump(mode="json")
+
+
+def build_segmentor(config: Union[ModelSpec, dict[str, Any]], catalog: Optional[Catalog] = None) -> Segmentor:
+    """Build a :class:`Segmentor` from a :class:`ModelSpec` (or its mapping).
+
+    ``{"num_classes": 124, "backbone": {"type": "timm", "args": {...}}, "heads": [{"type":
+    "fcn", "args": {...}}, {"type": "ocr", "args": {...}}]}``: each head is given the
+    backbone's ``in_channels`` and ``in_strides`` and ``num_classes``.
+    """
+    spec = ModelSpec.parse(config)
+    if catalog is None:
+        from .plugins import get_catalog
+
+        catalog = get_catalog()
+    backbone = catalog.build("backbone", spec.backbone.type, spec.backbone.args)
+    heads = [catalog.build("head", head.type, head.args, in_channels=list(backbone.channels),
+                           in_strides=list(backbone.strides), num_classes=spec.num_classes)
+             for head in spec.heads]
+    return Segmentor(backbone, heads)
 
 
 def save_model_dir(model: nn.Module, model_config: dict, out_dir: PathLike, extra: Optional[dict] = None) -> None:
@@ -35,7 +96,7 @@ def save_model_dir(model: nn.Module, model_config: dict, out_dir: PathLike, extr
     """
     from safetensors.torch import save_model
 
-    from ..plugins import core_version
+    from .plugins import core_version
 
     extra = dict(extra or {})
     clash = sorted(set(extra) & set(RESERVED_KEYS))
@@ -56,7 +117,7 @@ def save_model_dir(model: nn.Module, model_config: dict, out_dir: PathLike, extr
 
 def _plugins_used(model_config: dict) -> dict[str, str]:
     """``{distribution: version}`` of the backbone and heads named in ``model_config``."""
-    from ..plugins import get_catalog
+    from .plugins import get_catalog
 
     catalog = get_catalog()
     specs = [("backbone", model_config["backbone"]["type"])]

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ...errors import ConfigError
+from ..errors import ConfigError
 
 
 def recipe_names() -> list[str]:
