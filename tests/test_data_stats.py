@@ -126,13 +126,16 @@ def valid_stats(c: int = 3) -> dict:
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"pixel_counts": [4, 1]}, "'pixel_counts' must be a list of 3 non-negative numbers .num_classes., got 2 entries"),
-    ({"video_counts": [1, -1, 0]}, "'video_counts' must be a list of 3 non-negative"),
-    ({"frame_counts": [1.5, 1, 0]}, "'frame_counts' must hold integer counts"),
+    ({"pixel_counts": [4, 1]}, "'pixel_counts' has 2 entries but num_classes is 3"),
+    ({"video_counts": [1, -1, 0]}, r"video_counts\[1\]: Input should be greater than or equal to 0 \(got -1\)"),
+    ({"frame_counts": [1.5, 1, 0]}, r"frame_counts\[0\]: Input should be a valid integer \(got 1.5\)"),
     ({"pixel_counts": [0, 0, 0]}, "every class has 0 pixels"),
-    ({"class_names": ["a"]}, "'class_names' must be a list of 3 strings"),
-    ({"num_classes": "3"}, "'num_classes' must be a positive integer"),
-    ({"priors": None}, "'priors' must be a list of 3"),
+    ({"class_names": ["a"]}, "'class_names' has 1 entries but num_classes is 3"),
+    ({"num_classes": "3"}, "num_classes: Input should be a valid integer \\(got '3'\\)"),
+    ({"priors": None}, r"priors: Input should be a valid list \(got None\)"),
+    ({"pixel_counts": [[4], 1, 0]}, r"pixel_counts\[0\]: Input should be a valid integer \(got \[4\]\)"),
+    ({"priors": [0.8, float("nan"), 0.0]}, r"priors\[1\]: Input should be a finite number"),
+    ({"labelled_pixels": [5]}, r"labelled_pixels: Input should be a valid integer"),
 ])
 def test_read_stats_checks_the_format(tmp_path, change, message):
     path = tmp_path / "stats.json"
@@ -146,7 +149,7 @@ def test_read_stats_missing_file_field_and_bad_json(tmp_path):
         read_stats(tmp_path / "nope.json")
     path = tmp_path / "stats.json"
     path.write_text(json.dumps({k: v for k, v in valid_stats().items() if k != "pixel_counts"}))
-    with pytest.raises(DataError, match="lack the field.s. pixel_counts"):
+    with pytest.raises(DataError, match="pixel_counts: required but missing"):
         read_stats(path)
     path.write_text("{not json")
     with pytest.raises(DataError, match="not readable JSON"):

@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import TINY_MODEL, zoo_environment
 from safetensors.torch import load_file, save_file
 
-from conftest import TINY_MODEL, zoo_environment
 from zoo_core.data.synth import synthesize
 from zoo_core.engine.averaging import average_model_dirs
-from zoo_core.recipes import load_recipe, recipe_names
-from zoo_core.engine.trainer import learning_rate, param_groups
+from zoo_core.engine.schedule import checkpoint_due, learning_rate, param_groups, swa_snapshot_due
 from zoo_core.errors import ConfigError, DataError
 from zoo_core.pipeline.schema import TrainSpec, load_pipeline
+from zoo_core.recipes import load_recipe, recipe_names
 
 TRANSFORMS = [{"type": "random-crop", "size": [48, 64]}, {"type": "flip"}, {"type": "photometric"}]
 
@@ -39,7 +39,7 @@ def write_pipeline(folder: Path, data_root: Path, **train) -> Path:
             "log_every": 1, "checkpoint_every": 4, **train}
     path = folder / "train.yaml"
     path.write_text(yaml.safe_dump({"data": {"root": str(data_root)}, "model": TINY_MODEL, "train": spec,
-                                    "runtime": {"progress": False, "threads": 1}}))
+                                    "runtime": {"amp": "none", "progress": False, "threads": 1}}))
     return path
 
 
@@ -107,6 +107,19 @@ def test_recipe_fills_in_under_the_pipeline_keys(tmp_path, data_root):
     assert set(recipe_names()) >= {"swin-part1", "swin-part2", "volo"}
     with pytest.raises(ConfigError, match="unknown recipe 'swin-part9'.*swin-part1"):
         load_pipeline(path, ["train.recipe=swin-part9"])
+
+
+def test_checkpoints_and_swa_snapshots_fall_on_the_planned_iterations():
+    swa = {"iters": 4, "every": 2, "lr": 1e-3}
+    spec = TrainSpec(max_iters=8, warmup_iters=0, checkpoint_every=4, swa=swa)  # 12 iterations in all
+    # Every 4th iteration but the last (which writes the model), and where SWA starts; a snapshot ends each cycle.
+    assert [s for s in range(1, 13) if checkpoint_due(spec, s)] == [4, 8]
+    assert [s for s in range(1, 13) if swa_snapshot_due(spec, s)] == [10, 12]
+    only_swa_start = TrainSpec(max_iters=8, warmup_iters=0, checkpoint_every=0, swa=swa)
+    assert [s for s in range(1, 13) if checkpoint_due(only_swa_start, s)] == [8]
+    plain = TrainSpec(max_iters=9, warmup_iters=0, checkpoint_every=3)
+    assert [s for s in range(1, 10) if checkpoint_due(plain, s)] == [3, 6]
+    assert not any(swa_snapshot_due(plain, s) for s in range(1, 10))
 
 
 def test_param_groups_split_backbone_decoder_and_no_decay():
@@ -394,14 +407,14 @@ def test_init_from_starts_from_a_trained_model(tmp_path, data_root, reference_ru
 
 
 def test_a_repeated_signal_aborts_a_single_process_but_not_a_torchrun_worker():
-    from zoo_core.engine.trainer import _StopRequest
+    from zoo_core.engine.interrupt import StopRequest
 
-    with _StopRequest(abort_on_repeat=False) as stop:  # torchrun passes the terminal's Ctrl-C on: it comes twice
+    with StopRequest(abort_on_repeat=False) as stop:  # torchrun passes the terminal's Ctrl-C on: it comes twice
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGTERM)
     assert stop.signal == signal.SIGINT
-    with pytest.raises(KeyboardInterrupt), _StopRequest(abort_on_repeat=True) as stop:
+    with pytest.raises(KeyboardInterrupt), StopRequest(abort_on_repeat=True) as stop:
         os.kill(os.getpid(), signal.SIGINT)
         assert stop.signal == signal.SIGINT
         os.kill(os.getpid(), signal.SIGINT)

@@ -14,7 +14,7 @@ import yaml
 
 from zoo_core.errors import ConfigError
 from zoo_core.hub import cards
-from zoo_core.hub.cards import Card, check_plugin, discover_cards, find_card, load_card_file
+from zoo_core.hub.cards import Card, check_plugin, discover_cards, find_card, load_card_file, parse_card
 from zoo_core.plugins import reset_registry
 
 REGISTRY = Path(__file__).resolve().parents[1] / "registry"
@@ -51,11 +51,20 @@ def write_card(folder: Path, data: dict, filename: str | None = None) -> Path:
 @pytest.mark.parametrize("changes, field, problem", [
     ({"hub.revision": "main"}, "hub.revision", "must be a full 40-hex commit id"),
     ({"hub.revision": "a1b2c3d"}, "hub.revision", "must be a full 40-hex commit id"),
-    ({"hub.sha256": ""}, "(card)", "hub.sha256 is empty: set it, or mark the card `verified: false`"),
+    ({"hub.sha256": ""}, "(top level)", "hub.files is empty: set it (zoo push prints it), or mark the card "
+                                        "`verified: false`"),
     ({"hub.sha256": "B" * 64}, "hub.sha256", "must be 64 lower-case hex digits"),
-    ({"class_names": ["sky"]}, "(card)", "class_names has 1 names but num_classes is 2"),
-    ({"licence": "mit"}, "licence", "unknown field"),
-    ({"license": None}, "license", "Field required"),
+    ({"class_names": ["sky"]}, "(top level)", "class_names has 1 names but num_classes is 2"),
+    ({"model.config.num_classes": 3}, "(top level)", "model.config.num_classes is 3 but num_classes is 2"),
+    ({"model.config.heads": []}, "model.config.heads", "List should have at least 1 item"),
+    ({"licence": "mit"}, "licence", "unknown key; allowed keys: name, summary,"),
+    ({"license": None}, "license", "required but missing"),
+    ({"hub.files": {"model.safetensors": SHA256}, "hub.sha256": None}, "hub",
+     "hub.files must give the sha256 of both config.json and model.safetensors"),
+    ({"hub.files": {"model.safetensors": SHA256, "config.json": SHA256}}, "hub", "give hub.files (the sha256 of "
+                                                                                 "every file) or the older hub.sha256"),
+    ({"hub.filename": "../model.safetensors"}, "hub.filename", "must be model.safetensors, or a folder path"),
+    ({"hub.filename": "a/./model.safetensors"}, "hub.filename", "must be model.safetensors, or a folder path"),
     ({"hub.filename": "pytorch_model.bin"}, "hub.filename", "must be model.safetensors, or a folder path"),
     ({"hub.repo_id": "tiny"}, "hub.repo_id", "must be ORG/NAME"),
     ({"name": "Tiny VSPW"}, "name", "lower-case letters, digits"),
@@ -67,6 +76,16 @@ def test_schema_errors_name_the_file_and_the_field(tmp_path, changes, field, pro
     message = str(err.value)
     assert message.startswith(f"{path}: invalid registry card\n")
     assert re.search(rf"^  {re.escape(field)}: .*{re.escape(problem)}", message, re.M), message
+
+
+def test_a_card_pins_every_file_or_the_weights_only(tmp_path):
+    files = {"config.json": "c" * 64, "model.safetensors": SHA256}
+    card = load_card_file(write_card(tmp_path, card_data(**{"hub.sha256": None, "hub.files": files})))
+    assert card.hub.hashes() == files and card.hub.weights_sha256 == SHA256
+    assert card.model.config.heads[0].type == "fcn" and card.model.config.backbone.args == {}
+    older = load_card_file(write_card(tmp_path, card_data("older")))  # hub.sha256: the weights only
+    assert older.hub.hashes() == {"model.safetensors": SHA256} and older.hub.files is None
+    assert parse_card(yaml.safe_load(card.to_yaml()), "again") == card
 
 
 def test_unverified_card_may_leave_sha256_empty(tmp_path):
@@ -97,7 +116,7 @@ def test_readme_example_card_is_valid():
     block = re.search(r"```yaml\n(.*?)```", (REGISTRY / "README.md").read_text(), re.S).group(1)
     card = cards.parse_card(yaml.safe_load(block), "registry/README.md")
     assert card.num_classes == len(card.class_names) == 124
-    assert card.hub.revision and card.hub.sha256 and card.metrics.split == "val"
+    assert card.hub.revision and card.hub.files and card.metrics.split == "val"
 
 
 # --- discovery -------------------------------------------------------------------------------
@@ -238,3 +257,21 @@ def test_zoo_list_weights_shows_cards_with_wildcards_and_json(tmp_path, monkeypa
     records = json.loads(listing.output)["weights"]
     assert [r["name"] for r in records] == ["swin-tiny.vspw"]
     assert records[0]["hub"]["revision"] == data["hub"]["revision"] and records[0]["origin"].endswith(".yaml")
+
+
+@pytest.mark.parametrize("min_version, ok", [("1.0rc1", True), ("1.0.0", True), ("0.9.post3", True),
+                                             ("1.0.post1", False), ("1.1.dev0", False)])
+def test_plugin_versions_compare_as_pip_does(plugin_site, min_version, ok):
+    card = Card.model_validate(card_data(**{"plugin.distribution": "zoo-cards-plugin",
+                                            "plugin.min_version": min_version}))
+    if ok:
+        check_plugin(card)  # zoo-cards-plugin 1.0 is installed
+    else:
+        with pytest.raises(ConfigError, match=rf"needs zoo-cards-plugin>={re.escape(min_version)}, 1.0 is installed"):
+            check_plugin(card)
+
+
+def test_a_card_version_that_is_not_pep_440_is_named(plugin_site):
+    card = Card.model_validate(card_data(**{"plugin.distribution": "zoo-cards-plugin", "plugin.min_version": "one"}))
+    with pytest.raises(ConfigError, match=r"card 'tiny.vspw': plugin.min_version: 'one' is not a version \(PEP 440"):
+        check_plugin(card)

@@ -61,7 +61,7 @@ def published(mirror, model_files) -> dict[str, str]:
     changed[-1] ^= 0xFF  # the last float of the last tensor: still a loadable file
     second = make_model_repo(mirror.mirrors_dir, REPO, {"model.safetensors": bytes(changed)})
     return {"first": first, "second": second, "first_sha": sha256(model_files["model.safetensors"]),
-            "second_sha": sha256(bytes(changed))}
+            "second_sha": sha256(bytes(changed)), "config_sha": sha256(model_files["config.json"])}
 
 
 def sha256(data: bytes) -> str:
@@ -69,10 +69,13 @@ def sha256(data: bytes) -> str:
 
 
 class Hub:
-    """The per-test client environment: an empty cache and a card folder, pointed at an endpoint."""
+    """The per-test client environment: an empty cache and a card folder, pointed at an endpoint.
 
-    def __init__(self, root: Path, monkeypatch, endpoint: str):
-        self.root, self.monkeypatch = root, monkeypatch
+    ``config_sha`` is the sha256 of the published config.json, which a card pins beside the weights'.
+    """
+
+    def __init__(self, root: Path, monkeypatch, endpoint: str, config_sha: str):
+        self.root, self.monkeypatch, self.config_sha = root, monkeypatch, config_sha
         self.cards = root / "cards"
         self.cards.mkdir()
         for name in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_TOKEN", "ZOO_DISABLE_PLUGIN_AUTOLOAD"):
@@ -82,8 +85,13 @@ class Hub:
         monkeypatch.setenv("ZOO_REGISTRY_PATH", str(self.cards))
 
     def card(self, name: str, revision: str, sha: str = "", *, repo_id: str = REPO, verified: bool = True,
-             filename: str = "model.safetensors", size: int | None = None) -> str:
-        hub = {"repo_id": repo_id, "revision": revision, "filename": filename, "sha256": sha}
+             filename: str = "model.safetensors", size: int | None = None, legacy: bool = False) -> str:
+        """A card pinning the weights' sha256 ``sha`` and the config's; ``legacy``: the weights' only (older cards)."""
+        hub = {"repo_id": repo_id, "revision": revision, "filename": filename}
+        if sha and not legacy:
+            hub["files"] = {"config.json": self.config_sha, "model.safetensors": sha}
+        else:
+            hub["sha256"] = sha
         if size:
             hub["size"] = size
         card = {"name": name, "plugin": {"distribution": "zoo-core", "min_version": "0.1"},
@@ -110,9 +118,9 @@ def fast_fail(monkeypatch):
 
 
 @pytest.fixture
-def hub(tmp_path, monkeypatch, mirror, fast_fail):
+def hub(tmp_path, monkeypatch, mirror, fast_fail, model_files):
     reset_registry()
-    yield Hub(tmp_path, monkeypatch, mirror.endpoint)
+    yield Hub(tmp_path, monkeypatch, mirror.endpoint, sha256(model_files["config.json"]))
     reset_registry()
 
 
@@ -123,7 +131,7 @@ def test_pull_pinned_commit_verifies_and_the_cache_then_needs_no_server(tmp_path
                                                                         model_files):
     with OlahMirror(tmp_path / "olah") as own:  # this test stops its server
         commit = make_model_repo(own.mirrors_dir, REPO, model_files)
-        hub = Hub(tmp_path, monkeypatch, own.endpoint)
+        hub = Hub(tmp_path, monkeypatch, own.endpoint, sha256(model_files["config.json"]))
         weights_sha = sha256(model_files["model.safetensors"])
         hub.card("tiny.test", commit, weights_sha, size=len(model_files["model.safetensors"]))
         resolved = pull("tiny.test")
@@ -307,16 +315,16 @@ def test_a_download_cut_short_leaves_nothing_partial(hub, published, mirror, mon
 
 def test_unverified_card_warns_and_the_lock_records_what_was_seen(hub, published, tmp_path):
     hub.card("third-party", published["first"], verified=False)
-    with pytest.warns(UnverifiedWeightsWarning, match="card 'third-party' is marked verified: false .* it has sha256 "
-                                                      + published["first_sha"]):
+    with pytest.warns(UnverifiedWeightsWarning, match="card 'third-party' is marked verified: false .* "
+                                                      "model.safetensors has sha256 " + published["first_sha"]):
         resolved = pull("third-party")
     assert (resolved.sha256, resolved.verified) == (published["first_sha"], False)
     lock = Lock()
     lock.add(resolved)
     lock.save(tmp_path / "zoo.lock")
-    assert json.loads((tmp_path / "zoo.lock").read_text()) == {"version": 1, "weights": {"third-party": {
+    assert json.loads((tmp_path / "zoo.lock").read_text()) == {"version": 2, "weights": {"third-party": {
         "filename": "model.safetensors", "repo_id": REPO, "revision": published["first"],
-        "sha256": published["first_sha"]}}}
+        "files": {"config.json": published["config_sha"], "model.safetensors": published["first_sha"]}}}}
     # pinned by the lock, the same file is vouched for: no warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -339,13 +347,14 @@ def test_another_revision_is_unverified_unless_the_bytes_match(hub, published):
 def test_lock_pins_revision_and_sha256(hub, published, tmp_path):
     hub.card("tiny.test", published["second"], published["second_sha"])  # the card has moved on
     pinned = {"repo_id": REPO, "revision": published["first"], "filename": "model.safetensors",
-              "sha256": published["first_sha"]}
+              "files": {"config.json": published["config_sha"], "model.safetensors": published["first_sha"]}}
     Lock({"tiny.test": pinned}).save(tmp_path / "zoo.lock")
     resolved = resolve_weights("tiny.test", Lock.load(tmp_path / "zoo.lock"))
     assert (resolved.revision, resolved.sha256, resolved.verified) == (published["first"], published["first_sha"], True)
     assert resolve_weights("tiny.test").revision == published["second"]  # without the lock: the card
 
-    Lock({"tiny.test": dict(pinned, sha256=published["second_sha"])}).save(tmp_path / "bad.lock")
+    Lock({"tiny.test": dict(pinned, files=dict(pinned["files"], **{"model.safetensors": published["second_sha"]}))}
+         ).save(tmp_path / "bad.lock")
     with pytest.raises(DataError) as err:
         resolve_weights("tiny.test", Lock.load(tmp_path / "bad.lock"))
     assert (f"sha256 mismatch for {REPO}@{published['first']}/model.safetensors: expected {published['second_sha']} "
@@ -354,10 +363,17 @@ def test_lock_pins_revision_and_sha256(hub, published, tmp_path):
 
 @pytest.mark.parametrize("text, problem", [
     ("{not json", "not a readable zoo.lock"),
-    ('{"version": 2, "weights": {}}', "not a zoo.lock: expected"),
+    ('{"version": 3, "weights": {}}', "not a zoo.lock: expected"),
     ('["not", "a", "mapping"]', "not a zoo.lock: expected"),
     ('{"version": 1, "weights": {"x": {"repo_id": "a/b", "revision": "main", "filename": "model.safetensors", '
-     '"sha256": "' + "0" * 64 + '"}}}', "weights.x: revision 'main' is not a full 40-hex commit id"),
+     '"sha256": "' + "0" * 64 + '"}}}', "invalid zoo.lock; restore it or write a new one with a run\n"
+                                        "  weights.x.revision: must be a full 40-hex commit id"),
+    ('{"version": 2, "weights": {"x": {"repo_id": "a/b", "revision": "' + "1" * 40 + '", "filename": '
+     '"../../x/model.safetensors", "files": {"model.safetensors": "' + "0" * 64 + '"}}}}',
+     "invalid zoo.lock; .*\n  weights.x.filename: must be model.safetensors, or a folder path"),
+    ('{"version": 2, "weights": {"x": {"repo_id": "a/b", "revision": "' + "1" * 40 + '", "filename": '
+     '"model.safetensors", "files": {"config.json": "' + "0" * 64 + '"}}}}',
+     "invalid zoo.lock; .*\n  weights.x: files must give the sha256 of model.safetensors"),
 ])
 def test_malformed_lock_names_the_file(tmp_path, text, problem):
     path = tmp_path / "zoo.lock"
@@ -410,10 +426,138 @@ def test_pull_command_records_an_unverified_card_in_the_lock(hub, published, tmp
     assert result.exit_code == 0, result.output
     assert "warning: " in result.stderr and f"lock   {lock_path}" in result.output
     entry = json.loads(lock_path.read_text())["weights"]["third-party"]
-    assert (entry["revision"], entry["sha256"]) == (published["first"], published["first_sha"])
+    assert (entry["revision"], entry["files"]) == (published["first"], {"config.json": published["config_sha"],
+                                                                       "model.safetensors": published["first_sha"]})
 
     local = tmp_path / "weights"
     hub.card("tiny.test", published["first"], published["first_sha"])
     result = CliRunner().invoke(pull_command, ["tiny.test", "--local-dir", str(local)])
     assert result.exit_code == 0, result.output
-    assert json.loads((local / "zoo.lock").read_text())["weights"]["tiny.test"]["sha256"] == published["first_sha"]
+    entry = json.loads((local / "zoo.lock").read_text())["weights"]["tiny.test"]
+    assert entry["files"]["model.safetensors"] == published["first_sha"]
+
+
+# --- every file is pinned: config.json too ----------------------------------------------------------
+
+SWAPPED = "zoo-test/swapped"
+
+
+@pytest.fixture(scope="module")
+def swapped(mirror, model_files) -> dict[str, str]:
+    """SWAPPED with two commits: the model, then config.json with two class names swapped (the weights unchanged)."""
+    original = model_files["config.json"]
+    config = json.loads(original)
+    config["class_names"][0], config["class_names"][1] = config["class_names"][1], config["class_names"][0]
+    edited = (json.dumps(config, indent=2) + "\n").encode()
+    first = make_model_repo(mirror.mirrors_dir, SWAPPED, model_files)
+    second = make_model_repo(mirror.mirrors_dir, SWAPPED, {"config.json": edited})
+    return {"first": first, "second": second, "weights_sha": sha256(model_files["model.safetensors"]),
+            "config_sha": sha256(original), "edited_sha": sha256(edited)}
+
+
+def test_a_card_at_the_original_commit_is_not_fooled_by_an_edited_config(hub, swapped):
+    hub.card("swap.test", swapped["first"], swapped["weights_sha"], repo_id=SWAPPED)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resolved = pull("swap.test")
+    assert resolved.verified and resolved.vouched == ("model.safetensors", "config.json")
+    assert resolved.files == {"model.safetensors": swapped["weights_sha"], "config.json": swapped["config_sha"]}
+    assert json.loads((resolved.path / "config.json").read_text())["class_names"] == CLASS_NAMES
+
+    # the branch now has the edited config.json: same weights, other class names -> refused, never "verified"
+    with pytest.warns(UnverifiedWeightsWarning, match=f"config.json has sha256 {swapped['edited_sha']}"):
+        with pytest.raises(DataError, match=f"{SWAPPED}@{swapped['second']}/config.json: its config.json names other "
+                                            "classes than card 'swap.test'"):
+            pull("swap.test", revision="main")
+
+
+def test_a_config_whose_sha256_differs_from_the_card_is_refused_and_removed(hub, swapped):
+    # The card pins the original config.json, the commit serves the edited one.
+    hub.card("swap.test", swapped["second"], swapped["weights_sha"], repo_id=SWAPPED)
+    with pytest.raises(DataError) as err:
+        pull("swap.test")
+    assert str(err.value).startswith(
+        f"sha256 mismatch for {SWAPPED}@{swapped['second']}/config.json: expected {swapped['config_sha']} "
+        f"(card 'swap.test'), found {swapped['edited_sha']}; the file was removed from the cache and nothing was "
+        "loaded")
+    snapshot = hub_cache_dir() / "models--zoo-test--swapped" / "snapshots" / swapped["second"]
+    assert not (snapshot / "config.json").exists()
+    result = CliRunner().invoke(pull_command, ["swap.test"])
+    assert result.exit_code != 0 and "verified" not in result.output
+
+
+def test_a_changed_cached_config_is_refused(hub, published):
+    hub.card("tiny.test", published["first"], published["first_sha"])
+    resolved = pull("tiny.test")
+    config = (resolved.path / "config.json").resolve()
+    config.write_bytes(config.read_bytes().replace(b'"road"', b'"roaD"'))
+    with pytest.raises(DataError, match=f"sha256 mismatch for {REPO}@{published['first']}/config.json: expected "
+                                        f"{published['config_sha']} \\(card 'tiny.test'\\)"):
+        pull("tiny.test")
+    assert not config.exists()
+    assert pull("tiny.test").verified  # downloaded again
+
+
+def test_an_older_card_pins_the_weights_only_and_warns_once_that_config_is_unverified(hub, published, swapped):
+    hub.card("old.test", published["first"], published["first_sha"], legacy=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resolved = pull("old.test")
+        assert pull("old.test") == resolved
+    assert [str(w.message) for w in caught] == [
+        f"card 'old.test' pins only the weights' sha256, so {REPO}@{published['first']}/config.json (the architecture "
+        f"and the class names) is unverified; it has sha256 {published['config_sha']}; ask its maintainers for a card "
+        "with hub.files (zoo push prints one)"]
+    assert (resolved.verified, resolved.vouched) == (False, ("model.safetensors",))
+    result = CliRunner().invoke(pull_command, ["old.test"])
+    assert f"model.safetensors  sha256 {published['first_sha']} (verified against card 'old.test')" in result.output
+    assert f"config.json        sha256 {published['config_sha']} (unverified)" in result.output
+
+    # an older card is still checked against the config.json it gets: its classes must be the card's
+    hub.card("old-swapped.test", swapped["second"], swapped["weights_sha"], repo_id=SWAPPED, legacy=True)
+    with pytest.warns(UnverifiedWeightsWarning, match="card 'old-swapped.test' pins only the weights' sha256"):
+        with pytest.raises(DataError, match="its config.json names other classes than card 'old-swapped.test'"):
+            pull("old-swapped.test")
+
+
+def test_a_version_1_lock_still_pins_the_weights(hub, published, tmp_path):
+    hub.card("tiny.test", published["second"], published["second_sha"])
+    (tmp_path / "v1.lock").write_text(json.dumps({"version": 1, "weights": {"tiny.test": {
+        "repo_id": REPO, "revision": published["first"], "filename": "model.safetensors",
+        "sha256": published["first_sha"]}}}))
+    lock = Lock.load(tmp_path / "v1.lock")
+    with pytest.warns(UnverifiedWeightsWarning, match=f"the lock {tmp_path / 'v1.lock'} pins only the weights' sha256"):
+        resolved = resolve_weights("tiny.test", lock)
+    assert (resolved.revision, resolved.sha256, resolved.verified) == (published["first"], published["first_sha"],
+                                                                       False)
+    lock.add(resolved)  # rewritten as version 2, with the config's sha256 as seen
+    lock.save(tmp_path / "v2.lock")
+    assert Lock.load(tmp_path / "v2.lock").entries["tiny.test"].files == {
+        "model.safetensors": published["first_sha"], "config.json": published["config_sha"]}
+
+
+def test_a_bare_name_that_is_a_card_and_a_folder_must_say_which(hub, published, model_files, tmp_path, monkeypatch):
+    hub.card("tiny.test", published["first"], published["first_sha"])
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "tiny.test"
+    folder.mkdir()
+    for name, data in model_files.items():
+        (folder / name).write_bytes(data)
+    with pytest.raises(ConfigError) as err:
+        resolve_weights("tiny.test")
+    assert str(err.value) == (f"weights 'tiny.test' names both the registry card 'tiny.test' and the folder {folder}; "
+                              "write `card:tiny.test` for the card or `./tiny.test` for the folder")
+    with pytest.raises(ConfigError, match="write `card:tiny.test` for the card"):
+        zoo_core.load("tiny.test")
+    by_card = resolve_weights("card:tiny.test")
+    assert (by_card.repo_id, by_card.verified) == (REPO, True)
+    assert resolve_weights("./tiny.test").path == Path("tiny.test") and resolve_weights("./tiny.test").repo_id is None
+    # a bare name that is only a folder, or only a card, works as before
+    (tmp_path / "only-folder").mkdir()
+    for name, data in model_files.items():
+        (tmp_path / "only-folder" / name).write_bytes(data)
+    assert resolve_weights("only-folder").repo_id is None
+    folder.rename(tmp_path / "moved")
+    assert resolve_weights("tiny.test").repo_id == REPO
+    with pytest.raises(ConfigError, match="no registry card named 'nothing'"):
+        resolve_weights("card:nothing")

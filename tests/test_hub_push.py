@@ -81,9 +81,11 @@ def test_push_makes_one_commit_and_prints_a_card_that_validates(hub, run_dir, tm
     assert card_out.read_text() == result.stdout
     weights = (run_dir / "model.safetensors").read_bytes()
     assert card.name == "tiny-model" and card.hub.repo_id == "Org/Tiny-Model"
-    assert card.hub.sha256 == hashlib.sha256(weights).hexdigest() and card.hub.size == len(weights)
+    assert card.hub.files == {"config.json": hashlib.sha256((run_dir / "config.json").read_bytes()).hexdigest(),
+                              "model.safetensors": hashlib.sha256(weights).hexdigest()}
+    assert card.hub.size == len(weights) and "sha256:" not in result.stdout  # every file pinned, not the weights alone
     assert card.plugin.distribution == "zoo-core" and card.plugin.min_version == core_version()
-    assert card.model.config == SMALL_MODEL and card.class_names == ["sky", "road", "tree"]
+    assert card.model.config.config() == SMALL_MODEL and card.class_names == ["sky", "road", "tree"]
     assert card.num_classes == 3 and card.metrics is None and card.recipe["max_iters"] == 6
 
     api = HfApi(endpoint=hub.url)
@@ -205,4 +207,4 @@ def test_bad_run_directories_are_refused_before_any_upload(hub, run_dir, tmp_pat
     weights.unlink()
     with pytest.raises(DataError, match="model.safetensors not found"):
         push(run_dir, "org/tiny")
-    assert not (Path(hub._server.RequestHandlerClass.store.root) / "repos").exists(), "nothing may reach the hub"
+    assert not (hub.store.root / "repos").exists(), "nothing may reach the hub"

@@ -53,7 +53,7 @@ def trained_and_run(tmp_path_factory) -> tuple[Path, Path, Path, Path]:
         "train": {"max_iters": 4, "batch_size": 2, "lr": 1e-2, "log_every": 2,
                   "transforms": [{"type": "random-crop", "size": [64, 96]}]},
         "models": [{"name": "tiny", "weights": str(work / "model"), "tta": {"type": "flip"}}],
-        "runtime": {"progress": False},
+        "runtime": {"amp": "none", "progress": False},
     }
     path = work / "pipeline.yaml"
     path.write_text(yaml.safe_dump(pipeline))
@@ -91,7 +91,7 @@ def test_pulled_model_predicts_exactly_like_the_trained_one(trained_and_run, pub
     empty_home = tmp_path / "puller-home"
     monkeypatch.setenv("HF_HOME", str(empty_home))
     resolved = pull("roundtrip-model")
-    assert resolved.verified and resolved.revision == card.hub.revision and resolved.sha256 == card.hub.sha256
+    assert resolved.verified and resolved.revision == card.hub.revision and resolved.files == card.hub.files
     assert empty_home in resolved.path.parents, "pulled into the fresh cache"
 
     original, _ = load_model_dir(model_dir)
@@ -121,7 +121,7 @@ def test_zoo_run_with_the_card_name_gives_the_same_pngs_and_a_lock(trained_and_r
     assert json.loads((out / "metrics.json").read_text()) == json.loads((run_out / "metrics.json").read_text())
     lock = json.loads((out / "zoo.lock").read_text())["weights"][card.name]
     assert lock == {"repo_id": "team/roundtrip-model", "revision": card.hub.revision,
-                    "filename": "model.safetensors", "sha256": card.hub.sha256}
+                    "filename": "model.safetensors", "files": card.hub.files}
     assert parse_card(yaml.safe_load(card.to_yaml()), "card") == card
 
 
@@ -155,7 +155,7 @@ def test_a_pipeline_pinned_to_its_lock_ignores_a_newer_card_and_refuses_other_by
         assert np.array_equal(read_prediction(png), read_prediction(pinned / png.relative_to(first)))
 
     tampered = json.loads((first / "zoo.lock").read_text())
-    tampered["weights"][card.name]["sha256"] = "0" * 64
+    tampered["weights"][card.name]["files"]["model.safetensors"] = "0" * 64
     lock_path = tmp_path / "tampered.lock"
     lock_path.write_text(json.dumps(tampered))
     result = subprocess.run([sys.executable, "-m", "zoo_core.cli", "run", str(path), "--out", str(tmp_path / "t"),

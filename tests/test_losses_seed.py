@@ -310,10 +310,16 @@ def test_class_count_mismatch_names_the_source(confusion_file, tiny):
 @pytest.mark.parametrize("content, message", [
     (None, "does not exist; write it again with 'zoo eval"),
     ("[1, 2", "not readable JSON"),
-    (json.dumps({"matrix": [[1]]}), "must be a JSON object with 'class_names' and 'matrix'"),
-    (json.dumps({"class_names": ["a", "b"], "matrix": [[1, 2], [3]]}), "'matrix' must be a list of rows"),
-    (json.dumps({"class_names": ["a", "b"], "matrix": [[1, 2, 3], [4, 5, 6]]}), r"has shape \(2, 3\) but there are 2"),
-    (json.dumps({"class_names": ["a", "b"], "matrix": [[1, -2], [3, 4]]}), "non-negative integer pixel counts"),
+    (json.dumps({"matrix": [[1]]}), "class_names: required but missing"),
+    (json.dumps({"class_names": ["a", "b"], "matrix": [[1, 2], [3]]}), "'matrix' has 2 rows of 1/2 counts but there "
+                                                                       "are 2 class names"),
+    (json.dumps({"class_names": ["a", "b"], "matrix": [[1, 2, 3], [4, 5, 6]]}), "'matrix' has 2 rows of 3 counts"),
+    (json.dumps({"class_names": ["a", "b"], "matrix": [[1, -2], [3, 4]]}),
+     r"matrix\[0\]\[1\]: Input should be greater than or equal to 0 \(got -2\)"),
+    (json.dumps({"class_names": ["a", "b"], "matrix": [[1, [2]], [3, 4]]}), r"matrix\[0\]\[1\]: Input should be a valid "
+                                                                           r"integer \(got \[2\]\)"),
+    (json.dumps({"class_names": ["a", "b"], "matrix": [[1, 2.5], [3, 4]]}), r"matrix\[0\]\[1\]: Input should be a valid "
+                                                                           "integer"),
 ])
 def test_read_confusion_checks_the_format(tmp_path, content, message):
     path = tmp_path / "c.json"
@@ -366,7 +372,7 @@ def test_run_writes_confusion_json_next_to_metrics(synth_root, tmp_path):
     save_model_dir(build_segmentor(model_config), model_config, tmp_path / "model")
     pipeline = validate({"data": {"root": str(synth_root), "split": "val"},
                          "models": [{"name": "m", "weights": str(tmp_path / "model"), "tta": {"type": "identity"}}],
-                         "runtime": {"progress": False}, "output": {"overlays": 0}}, "test")
+                         "runtime": {"amp": "none", "progress": False}, "output": {"overlays": 0}}, "test")
     metrics = run_pipeline(pipeline, tmp_path / "run", log=lambda *args: None)
     matrix, names = read_confusion(tmp_path / "run" / "confusion.json")
     assert len(names) == 124

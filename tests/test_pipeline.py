@@ -26,7 +26,7 @@ def tiny_pipeline(root: Path, weights: Path, **sections) -> dict:
         "train": {"max_iters": 6, "batch_size": 2, "lr": 1e-3, "log_every": 2,
                   "transforms": [{"type": "random-crop", "size": [64, 96]}, {"type": "flip"}]},
         "models": [{"name": "tiny", "weights": str(weights), "tta": {"type": "flip"}}],
-        "runtime": {"progress": False},
+        "runtime": {"amp": "none", "progress": False},
     }
     pipeline.update(sections)
     return pipeline

@@ -12,12 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from zoo_core.data.sources import (
-    RemappedImages,
-    TrainSet,
-    build_train_set,
-    proportional_counts,
-)
+from zoo_core.data.layouts import RemappedImages
+from zoo_core.data.sampler import TrainSet, proportional_counts
+from zoo_core.data.sources import build_train_set
 from zoo_core.data.synth import synthesize
 from zoo_core.data.vspw import TrainFrames, VSPWDataset
 from zoo_core.errors import ConfigError, DataError
@@ -314,7 +311,7 @@ def test_zoo_train_on_a_mix(tmp_path: Path, run_zoo, _cache: Path):
                   "sources": [{"type": "vspw"},
                               {"type": "coco-stuff", "root": str(coco), "split": "train", "ratio": 0.5,
                                "min_labelled": 0.8}]},
-        "runtime": {"progress": False, "threads": 1},
+        "runtime": {"amp": "none", "progress": False, "threads": 1},
     }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(pipeline))
     result = run_zoo("train", tmp_path / "train.yaml", "--out", tmp_path / "run", env={"ZOO_CACHE_DIR": str(_cache)})

@@ -6,6 +6,8 @@ import colorsys
 
 import numpy as np
 import pytest
+import yaml
+from conftest import TINY_MODEL
 
 from zoo_core.data.transforms import (
     DEFAULT_TRAIN_TRANSFORMS,
@@ -244,16 +246,42 @@ def test_default_spec_builds_the_report_recipe():
 
 @pytest.mark.parametrize("spec, message", [
     ({"type": "flip"}, r"train.transforms: expected a list"),
-    ([{"type": "flip"}, {"type": "rotate"}], r"train.transforms\[1\].type: unknown transform 'rotate'; "
-                                             r"choose one of: multiscale, random-crop, flip, photometric"),
-    ([{"prob": 0.5}], r"train.transforms\[0\]: expected a mapping with a 'type' field"),
-    ([{"type": "random-crop", "sizes": [1, 2]}], r"\[0\] \(random-crop\): unknown field\(s\) sizes; "
-                                                 r"allowed: size, cat_max_ratio"),
-    ([{"type": "random-crop", "size": [480]}], r"\[0\] \(random-crop\): size must be two integers"),
-    ([{"type": "flip", "prob": 2}], r"\[0\] \(flip\): prob must be within 0..1"),
-    ([{"type": "multiscale", "alpha": [2, 1]}], r"\[0\] \(multiscale\): alpha must be .* low <= high"),
-    ([{"type": "photometric", "hue_delta": -1}], r"\[0\] \(photometric\): .*must be >= 0"),
+    ([{"type": "flip"}, {"type": "rotate"}], r"train.transforms\[1\].type: Input should be 'multiscale', "
+                                             r"'random-crop', 'flip' or 'photometric' \(got 'rotate'\)"),
+    ([{"prob": 0.5}], r"entries with NAME one of multiscale, random-crop, flip, photometric\n"
+                      r"  train.transforms\[0\].type: required but missing"),
+    ([{"type": "flip"}, 3], r"train.transforms\[1\]: Input should be a valid dictionary"),
+    ([{"type": "random-crop", "sizes": [1, 2]}], r"train.transforms\[0\] \(random-crop\): invalid settings\n"
+                                                 r"  train.transforms\[0\].sizes: unknown key; "
+                                                 r"allowed keys: type, size, cat_max_ratio"),
+    ([{"type": "random-crop", "size": [480]}], r"\[0\].size: must be two positive integers \[height, width\]"),
+    ([{"type": "random-crop", "size": [48, 6.5]}], r"\[0\].size\[1\]: Input should be a valid integer"),
+    ([{"type": "flip", "prob": 2}], r"\[0\].prob: Input should be less than or equal to 1 \(got 2\)"),
+    ([{"type": "multiscale", "alpha": [2, 1]}], r"\[0\].alpha: must be \[low, high\] with low <= high"),
+    ([{"type": "multiscale", "alpha": [0, 1]}], r"\[0\].alpha: must be positive"),
+    ([{"type": "photometric", "hue_delta": -1}], r"\[0\].hue_delta: Input should be greater than or equal to 0"),
 ])
 def test_build_transforms_errors_name_the_entry(spec, message):
     with pytest.raises(ConfigError, match=message):
         build_transforms(spec, path="train.transforms")
+
+
+def test_a_transform_built_in_python_validates_its_settings():
+    with pytest.raises(ValueError, match="less than or equal to 1"):  # pydantic's ValidationError is a ValueError
+        RandomFlip(prob=1.5)
+    with pytest.raises(ValueError, match="extra"):
+        RandomCrop(sizes=(4, 4))
+    crop = RandomCrop(size=[16, 24])
+    assert crop.size == (16, 24) and isinstance(crop.size[0], int)
+
+
+def test_zoo_train_names_the_bad_transform_before_reading_data(tmp_path, run_zoo):
+    pipeline = tmp_path / "train.yaml"
+    pipeline.write_text(yaml.safe_dump({
+        "data": {"root": str(tmp_path / "no-data")}, "model": TINY_MODEL,
+        "train": {"max_iters": 2, "batch_size": 1, "warmup_iters": 0,
+                  "transforms": [{"type": "flip"}, {"type": "multiscale", "alpha": [2, 1]}]}}))
+    result = run_zoo("train", pipeline, "--out", tmp_path / "run")
+    assert result.returncode == 2, result.stderr
+    assert "train.transforms[1].alpha: must be [low, high] with low <= high (got [2, 1])" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()

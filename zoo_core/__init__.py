@@ -1,10 +1,10 @@
 """zoo-core: plugin hooks, VSPW data, official evaluation and pipelines for video scene parsing."""
 
-__version__ = "0.1.0"
+from .catalog import lazy
+from .hookspecs import hookimpl
+from .version import __version__
 
-from .hookspecs import hookimpl  # noqa: E402  (the one import a plugin needs)
-
-__all__ = ["hookimpl", "load", "__version__"]
+__all__ = ["hookimpl", "lazy", "load", "__version__"]
 
 
 def load(name_or_dir, device="cpu"):

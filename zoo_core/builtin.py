@@ -1,54 +1,50 @@
-"""The core's own components, registered through the same hooks a third party uses."""
+"""The core's own components, registered through the same hooks a third party uses.
+
+Each factory is a :func:`~zoo_core.catalog.lazy` reference: listing them imports no component module.
+"""
 
 from __future__ import annotations
 
+from .catalog import lazy
 from .hookspecs import hookimpl
+
+_COMPONENTS = "zoo_core.components"
 
 
 @hookimpl
 def zoo_backbones():
-    from .components.backbones import TimmBackbone
-
-    return {"timm": TimmBackbone}
+    return {"timm": lazy(f"{_COMPONENTS}.backbones:TimmBackbone")}
 
 
 @hookimpl
 def zoo_heads():
-    from .components.heads import FCNHead, OCRHead
-
-    return {"fcn": FCNHead, "ocr": OCRHead}
+    return {"fcn": lazy(f"{_COMPONENTS}.heads:FCNHead"), "ocr": lazy(f"{_COMPONENTS}.heads:OCRHead")}
 
 
 @hookimpl
 def zoo_losses():
-    from .components.losses import ConfusionFocalLoss, CrossEntropyLoss, OhemCrossEntropyLoss, PixelDistributionLoss
-
-    return {"ce": CrossEntropyLoss, "ohem-ce": OhemCrossEntropyLoss, "pixel-distribution": PixelDistributionLoss,
-            "confusion-focal": ConfusionFocalLoss}
+    return {"ce": lazy(f"{_COMPONENTS}.losses:CrossEntropyLoss"),
+            "ohem-ce": lazy(f"{_COMPONENTS}.losses:OhemCrossEntropyLoss"),
+            "pixel-distribution": lazy(f"{_COMPONENTS}.losses:PixelDistributionLoss"),
+            "confusion-focal": lazy(f"{_COMPONENTS}.losses:ConfusionFocalLoss")}
 
 
 @hookimpl
 def zoo_remappers():
-    from .components.remappers import (
-        ADE20KRemapper,
-        CityscapesRemapper,
-        COCOStuffRemapper,
-        VSPWRemapper,
-    )
-
-    return {"vspw": VSPWRemapper, "coco-stuff": COCOStuffRemapper, "ade20k": ADE20KRemapper,
-            "cityscapes": CityscapesRemapper}
+    return {"vspw": lazy(f"{_COMPONENTS}.remappers:VSPWRemapper"),
+            "coco-stuff": lazy(f"{_COMPONENTS}.remappers:COCOStuffRemapper"),
+            "ade20k": lazy(f"{_COMPONENTS}.remappers:ADE20KRemapper"),
+            "cityscapes": lazy(f"{_COMPONENTS}.remappers:CityscapesRemapper")}
 
 
 @hookimpl
 def zoo_tta_policies():
-    from .components.tta import FlipTTA, IdentityTTA, MultiScaleFlipTTA, ResizeFlipTTA
-
-    return {"identity": IdentityTTA, "flip": FlipTTA, "multiscale-flip": MultiScaleFlipTTA, "resize-flip": ResizeFlipTTA}
+    return {"identity": lazy(f"{_COMPONENTS}.tta:IdentityTTA"), "flip": lazy(f"{_COMPONENTS}.tta:FlipTTA"),
+            "multiscale-flip": lazy(f"{_COMPONENTS}.tta:MultiScaleFlipTTA"),
+            "resize-flip": lazy(f"{_COMPONENTS}.tta:ResizeFlipTTA")}
 
 
 @hookimpl
 def zoo_ensemblers():
-    from .components.ensemblers import MeanEnsembler, WeightedEnsembler
-
-    return {"mean": MeanEnsembler, "weighted": WeightedEnsembler}
+    return {"mean": lazy(f"{_COMPONENTS}.ensemblers:MeanEnsembler"),
+            "weighted": lazy(f"{_COMPONENTS}.ensemblers:WeightedEnsembler")}

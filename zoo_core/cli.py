@@ -1,19 +1,42 @@
-"""The ``zoo`` command line. Each service module owns its subcommands; this file wires them."""
+"""The ``zoo`` command line. Each service module owns its subcommands; this file wires them.
+
+The subcommands are imported when they run: ``zoo --help`` and ``zoo list`` import no torch.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import os
 import sys
 
 import click
 
-from . import __version__
+from .catalog import docstring_from_source
 from .errors import ZooError
+from .version import __version__
+
+SUBCOMMANDS = {
+    "average": "zoo_core.engine.command:average_command",
+    "convert": "zoo_core.hub.command:convert_command",
+    "data": "zoo_core.data.command:data_group",
+    "eval": "zoo_core.evaluation.command:eval_command",
+    "hub": "zoo_core.hub.command:hub_group",
+    "pull": "zoo_core.hub.command:pull_command",
+    "push": "zoo_core.hub.command:push_command",
+    "run": "zoo_core.pipeline.command:run_command",
+    "train": "zoo_core.engine.command:train_command",
+}
+"""The core's subcommands, name -> ``module:attr`` of the click command, imported on first use."""
 
 
 class ZooGroup(click.Group):
-    """Turns :class:`ZooError` into ``error: ...`` on stderr and a non-zero exit, no traceback."""
+    """Turns :class:`ZooError` into ``error: ...`` on stderr and a non-zero exit, no traceback.
+
+    Subcommands of :data:`SUBCOMMANDS` are imported when named; ``--help`` reads their one-line
+    help from the source, so listing them imports none.
+    """
 
     def invoke(self, ctx: click.Context):
         try:
@@ -25,10 +48,31 @@ class ZooGroup(click.Group):
             sys.exit(exc.exit_code)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in SUBCOMMANDS:
+            self.add_command(_import_command(SUBCOMMANDS[name]), name)
         return super().get_command(ctx, name) or plugin_commands().get(name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(plugin_commands()))
+        return sorted(set(super().list_commands(ctx)) | set(SUBCOMMANDS) | set(plugin_commands()))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            lazy = name in SUBCOMMANDS and name not in self.commands
+            doc = docstring_from_source(*SUBCOMMANDS[name].split(":")) if lazy else None
+            if doc is not None:
+                rows.append((name, click.Command(name, help=doc).get_short_help_str(limit)))
+            elif (command := self.get_command(ctx, name)) is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _import_command(target: str) -> click.Command:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 @click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,7 +85,11 @@ def plugin_commands() -> dict[str, click.Command]:
     """Subcommands from the plugins' ``zoo_commands`` hook; a faulty one is skipped with a warning."""
     from .plugins import get_registry
 
-    manager = get_registry().manager
+    return _commands_of(get_registry().manager)
+
+
+@functools.lru_cache(maxsize=1)  # once per loaded registry: `zoo --help` asks for every name, warn once
+def _commands_of(manager) -> dict[str, click.Command]:
     found: dict[str, click.Command] = {}
     for impl in manager.hook.zoo_commands.get_hookimpls():
         source = manager.get_name(impl.plugin)  # distribution:name
@@ -50,7 +98,7 @@ def plugin_commands() -> dict[str, click.Command]:
             for command in commands:
                 if not isinstance(command, click.Command) or not command.name:
                     raise TypeError(f"zoo_commands() must return click commands, got {command!r}")
-                if command.name in main.commands or command.name in found:
+                if command.name in main.commands or command.name in SUBCOMMANDS or command.name in found:
                     raise ValueError(f"the command name {command.name!r} is already taken")
                 found[command.name] = command
         except Exception as exc:
@@ -115,30 +163,14 @@ def _list_weights(pattern: str | None, as_json: bool) -> None:
                    + " (cards come from zoo-core, plugins and the folders in ZOO_REGISTRY_PATH)")
     for source in sources:
         card = source.card
-        miou = f"mIoU {100 * card.metrics.miou:.2f} ({card.metrics.split})" if card.metrics and card.metrics.miou is not None else ""
+        metrics = card.metrics
+        miou = f"mIoU {100 * metrics.miou:.2f} ({metrics.split})" if metrics and metrics.miou is not None else ""
         flag = "" if card.verified else "  [unverified]"
-        click.echo(f"{card.name:<28} {card.hub.repo_id}@{card.hub.revision[:12]}  {card.plugin.distribution:<18} {miou}{flag}")
+        click.echo(f"{card.name:<28} {card.hub.repo_id}@{card.hub.revision[:12]}  {card.plugin.distribution:<18} "
+                   f"{miou}{flag}")
         if card.summary:
             click.echo(f"    {card.summary}")
 
-
-def _register_subcommands() -> None:
-    from .data.command import data_group
-    from .engine.command import average_command, train_command
-    from .evaluation.command import eval_command
-    from .hub.command import convert_command, hub_group, pull_command, push_command
-    from .pipeline.command import run_command
-
-    main.add_command(data_group)
-    main.add_command(eval_command)
-    main.add_command(run_command)
-    main.add_command(train_command)
-    main.add_command(average_command)
-    for command in (pull_command, push_command, convert_command, hub_group):
-        main.add_command(command)
-
-
-_register_subcommands()
 
 if __name__ == "__main__":
     main()

@@ -13,9 +13,33 @@ the component. The zoo records which distribution gave each name. Names are shor
 lower-case, hyphenated (``swin-ocr``, ``flip``); a name two distributions both register is
 a clash, reported naming both, and a pipeline then has to say ``distribution:name``.
 
-The first line of a factory's docstring is the summary ``zoo list`` shows. Factories are
-not called at discovery time, so registering is cheap; import heavy optional frameworks
-inside the factory.
+The first line of a factory's docstring is the summary ``zoo list`` shows, as plain text
+(reST markup such as ``code`` and :class:`~a.B` is stripped). Factories are not called at
+discovery time, but a hook runs whenever the plugins are discovered (``zoo list``, ``zoo
+--help``, every pipeline): return :func:`zoo_core.lazy` references rather than importing
+the component modules (and torch) in the hook::
+
+    from zoo_core import hookimpl, lazy
+
+    @hookimpl
+    def zoo_backbones():
+        return {"my-convnet": lazy("my_package.backbone:MyConvNet")}
+
+``lazy("module:attr")`` imports ``module`` when the component is first built (an import
+failure is a :class:`~zoo_core.errors.PluginError` naming the target); ``zoo list`` reads
+the summary from the module's source without importing it or its packages, and the
+catalog checks the YAML ``args`` against the target's signature as for a plain factory.
+A strict registry (``ZOO_STRICT_PLUGINS=1``, ``load_registry(strict=True)``) imports them
+all at discovery. Plain factories (classes, functions) keep working.
+
+Errors: a factory raises :class:`zoo_core.errors.ConfigError` for bad arguments. TTA
+policies, ensemblers and losses may define ``bind(context)``, called with a
+:class:`~zoo_core.interfaces.BindContext` (the pipeline's model names, class names,
+``num_classes``, device) once the component is built and before any model loads, so an
+argument that does not fit the pipeline fails at once. Any exception a component raises
+while a pipeline runs is reported as one line naming its kind, name, distribution and
+version and the video and frame (``zoo run``) or iteration (``zoo train``); ``ZOO_DEBUG=1``
+shows the traceback.
 
 The core registers its own parts through these same hooks (:mod:`zoo_core.builtin`).
 The interfaces named below are in :mod:`zoo_core.interfaces`.
@@ -138,7 +162,9 @@ def zoo_ensemblers() -> Factories:
     pipeline model's name to its probabilities ``(N, C, H, W)``. It returns one ``(N, C, H,
     W)`` map whose argmax is the prediction. Frames arrive as a stream; keep no more than
     a frame's worth of state. Model names let an ensembler group models (strong, weak,
-    auxiliary) through its arguments.
+    auxiliary) through its arguments; check them in ``bind(context)`` against
+    ``context.model_names`` (the built-in ``weighted`` does), which is called even when the
+    pipeline has a single model and the ensembler itself is skipped.
 
     Example::
 

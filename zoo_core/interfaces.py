@@ -11,6 +11,9 @@ from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union, 
 
 import torch
 
+__all__ = ["IGNORE_INDEX", "MaskClassification", "HeadOutput", "pixel_scores", "LossContext", "BindContext",
+           "Backbone", "Head", "Loss", "Remapper", "PredictFn", "TTAPolicy", "Ensembler"]
+
 IGNORE_INDEX = 255
 """Target value that every loss and metric ignores (VSPW void and "others")."""
 
@@ -71,6 +74,33 @@ class LossContext:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class BindContext:
+    """What the core tells a built component about the pipeline before any model loads.
+
+    A TTA policy, ensembler or loss may define ``bind(self, context: BindContext) -> None``.
+    The core calls it once, right after building the component and before loading any
+    weights (``zoo run``: also for a one-model pipeline, whose ensembler is otherwise never
+    called; ``zoo train``: for the loss, before the model is built). ``bind`` checks the
+    component's arguments against the pipeline and raises
+    :class:`~zoo_core.errors.ConfigError` saying what to change; any exception it raises is
+    reported as one line naming the component, and nothing is written to ``--out``.
+
+    ``model_names`` are the pipeline's ``models`` in order (empty in ``zoo train``);
+    ``class_names`` and ``num_classes`` those of the models (``zoo run``: read from the
+    first model's ``config.json``, which the core checks the other models agree with) or of
+    the model being trained; ``kind`` and ``where`` are the component's kind and YAML path
+    (``"ensembler"``, ``"ensemble"``; ``"tta"``, ``"models[1].tta"``; ``"loss"``, ``"train.loss"``).
+    """
+
+    model_names: tuple[str, ...]
+    class_names: tuple[str, ...]
+    num_classes: int
+    device: torch.device = torch.device("cpu")
+    kind: str = ""
+    where: str = ""
+
+
 @runtime_checkable
 class Backbone(Protocol):
     """``images (N, 3, H, W) -> list of NCHW feature maps`` (an ``nn.Module``).
@@ -107,6 +137,7 @@ class Loss(Protocol):
     ``output`` is a head's raw output (logits at the head's resolution, or a
     :class:`MaskClassification`); ``target`` is ``(N, H, W)`` int64 train ids with
     :data:`IGNORE_INDEX` for void, at image resolution. The loss resizes as it sees fit.
+    Optional: ``bind(context)`` (see :class:`BindContext`), called before the model is built.
     """
 
     def __call__(self, output: HeadOutput, target: torch.Tensor, context: LossContext) -> torch.Tensor: ...
@@ -138,6 +169,7 @@ class TTAPolicy(Protocol):
     A policy calls ``predict`` on transformed copies of the batch (flipped, rescaled),
     maps each result back to the original geometry and averages. It accumulates a running
     sum rather than stacking, so memory does not grow with the number of views.
+    Optional: ``bind(context)`` (see :class:`BindContext`), called before any model loads.
     """
 
     def __call__(self, predict: PredictFn, images: torch.Tensor) -> torch.Tensor: ...
@@ -149,7 +181,9 @@ class Ensembler(Protocol):
     Called once per frame (a stream: nothing is kept between calls unless the ensembler
     chooses to). ``per_model`` maps each pipeline model's name to its ``(N, C, H, W)``
     probabilities, in the pipeline's model order. The result is ``(N, C, H, W)``; it need
-    not sum to one, since only its argmax is used downstream.
+    not sum to one, since only its argmax is used downstream. Optional: ``bind(context)``
+    (see :class:`BindContext`), called before any model loads: check model names given in
+    the arguments against ``context.model_names`` there.
     """
 
     def __call__(self, per_model: Mapping[str, torch.Tensor]) -> torch.Tensor: ...

@@ -4,7 +4,8 @@ Public: plugins, the trainer, ``zoo run``, ``zoo convert`` and the registry card
 one format and the one :class:`ModelSpec` that describes an architecture.
 
 ``config.json`` holds ``{"format": "zoo-model/1", "model": <ModelSpec>,
-"zoo_version": ..., "plugins": {distribution: version}, ...extra}``; the weights are the
+"zoo_version": ..., "plugins": {distribution: version}, "provenance": {"zoo-core": version,
+"components": [{kind, name, distribution, version, where}, ...]}, ...extra}``; the weights are the
 model's ``state_dict`` in safetensors (nothing is unpickled).
 """
 
@@ -16,57 +17,18 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
-from .catalog import Catalog
+from .catalog import Catalog, Entry
 from .components.segmentor import Segmentor
-from .errors import ConfigError, DataError, describe_validation_error
+from .errors import ConfigError, DataError
 from .fileio import atomic_path, atomic_write_bytes  # noqa: F401  (re-exported for model files)
+from .model_spec import CONFIG_NAME, FORMAT, RESERVED_KEYS, WEIGHTS_NAME, ComponentSpec, ModelSpec
 
-FORMAT = "zoo-model/1"
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-RESERVED_KEYS = ("format", "model", "zoo_version", "plugins")
+__all__ = ["FORMAT", "CONFIG_NAME", "WEIGHTS_NAME", "RESERVED_KEYS", "ComponentSpec", "ModelSpec", "build_segmentor",
+           "find_component", "save_model_dir", "read_model_config", "load_model_dir", "load_weights"]
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-class ComponentSpec(BaseModel):
-    """A catalog component: ``type`` is its (optionally ``distribution:``-qualified) name."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: str
-    args: dict[str, Any] = Field(default_factory=dict)
-
-
-class ModelSpec(BaseModel):
-    """An architecture: a backbone and a cascade of heads (the last one predicts).
-
-    The same type is a pipeline's ``model:``, the ``model`` of ``config.json``, a registry
-    card's ``model.config`` and the model file ``zoo convert`` reads.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    num_classes: int = Field(124, ge=1, le=255)  # 124: VSPW
-    backbone: ComponentSpec
-    heads: list[ComponentSpec] = Field(min_length=1)
-
-    @classmethod
-    def parse(cls, data: Any, where: str = "model") -> "ModelSpec":
-        """Validate ``data``; a :class:`ConfigError` names each bad field as ``where.field``."""
-        if isinstance(data, ModelSpec):
-            return data
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(f"{where}: invalid model config\n{describe_validation_error(exc, where, cls)}") from None
-
-    def config(self) -> dict[str, Any]:
-        """The plain mapping stored in ``config.json``."""
-        return self.model_dump(mode="json")
 
 
 def build_segmentor(config: Union[ModelSpec, dict[str, Any]], catalog: Optional[Catalog] = None) -> Segmentor:
@@ -88,6 +50,17 @@ def build_segmentor(config: Union[ModelSpec, dict[str, Any]], catalog: Optional[
     return Segmentor(backbone, heads)
 
 
+def find_component(kind: str, name: str) -> Entry:
+    """The installed component that ``type: name`` (or ``distribution:name``) of a config names.
+
+    Its ``name``, ``distribution``, ``version`` and ``factory``; a :class:`ConfigError` when
+    nothing installed has that name, a :class:`PluginError` when two distributions clash over it.
+    """
+    from .plugins import get_catalog
+
+    return get_catalog().get(kind, name)
+
+
 def save_model_dir(model: nn.Module, model_config: dict, out_dir: PathLike, extra: Optional[dict] = None) -> None:
     """Save ``model`` (built from ``model_config``) as ``out_dir/model.safetensors`` + ``out_dir/config.json``.
 
@@ -96,14 +69,14 @@ def save_model_dir(model: nn.Module, model_config: dict, out_dir: PathLike, extr
     """
     from safetensors.torch import save_model
 
-    from .plugins import core_version
-
     extra = dict(extra or {})
     clash = sorted(set(extra) & set(RESERVED_KEYS))
     if clash:
         raise ConfigError(f"extra keys {', '.join(clash)} are reserved in {CONFIG_NAME}; rename them")
-    config = {"format": FORMAT, "model": model_config, "zoo_version": core_version(),
-              "plugins": _plugins_used(model_config), **extra}
+    record = provenance(model_components(model_config))
+    plugins = {c["distribution"]: c["version"] for c in record["components"]}
+    config = {"format": FORMAT, "model": model_config, "zoo_version": record["zoo-core"],
+              "plugins": dict(sorted(plugins.items())), "provenance": record, **extra}
     try:
         payload = json.dumps(config, indent=2, sort_keys=False).encode() + b"\n"
     except TypeError as exc:
@@ -115,18 +88,42 @@ def save_model_dir(model: nn.Module, model_config: dict, out_dir: PathLike, extr
     atomic_write_bytes(out_dir / CONFIG_NAME, payload)
 
 
-def _plugins_used(model_config: dict) -> dict[str, str]:
-    """``{distribution: version}`` of the backbone and heads named in ``model_config``."""
-    from .plugins import get_catalog
+def model_components(model_config: ModelSpec | dict[str, Any], where: str = "model") -> list[tuple[str, str, str]]:
+    """``(path, kind, name)`` of a model config's backbone and heads: ``model.backbone``, ``model.heads[1]``."""
+    spec = ModelSpec.parse(model_config, where)
+    return [(f"{where}.backbone", "backbone", spec.backbone.type)] + [
+        (f"{where}.heads[{i}]", "head", head.type) for i, head in enumerate(spec.heads)]
 
-    catalog = get_catalog()
-    specs = [("backbone", model_config["backbone"]["type"])]
-    specs += [("head", head["type"]) for head in model_config["heads"]]
-    used = {}
-    for kind, name in specs:
-        entry = catalog.get(kind, name)
-        used[entry.distribution] = entry.version
-    return dict(sorted(used.items()))
+
+def provenance(components: list[tuple[str, str, str]], catalog: Catalog | None = None) -> dict[str, Any]:
+    """Who provided each ``(path, kind, name)``: ``{"zoo-core": version, "components": [{kind, name,
+    distribution, version, where}, ...]}``, recorded in config.json, and in pipeline.json and metrics.json of a run."""
+    from .plugins import core_version, get_catalog
+
+    return {"zoo-core": core_version(), "components": (catalog or get_catalog()).provenance(components)}
+
+
+def describe_model(name: str | None, model_config: ModelSpec | dict[str, Any], catalog: Catalog | None = None) -> str:
+    """How messages name a model: ``model 'swin' (backbone 'timm', heads 'fcn', 'ocr' from zoo-core 0.1.0)``."""
+    if catalog is None:
+        from .plugins import get_catalog
+
+        catalog = get_catalog()
+    entries = [catalog.get(kind, part) for _, kind, part in model_components(model_config)]
+    groups: list[list[Entry]] = []  # consecutive parts of one distribution share its "from ..."
+    for entry in entries:
+        if groups and (groups[-1][0].distribution, groups[-1][0].version) == (entry.distribution, entry.version):
+            groups[-1].append(entry)
+        else:
+            groups.append([entry])
+    described = []
+    for group in groups:
+        kinds = []
+        for kind in dict.fromkeys(e.kind for e in group):
+            names = [repr(e.name) for e in group if e.kind == kind]
+            kinds.append(f"{kind}{'s' if len(names) > 1 else ''} {', '.join(names)}")
+        described.append(f"{', '.join(kinds)} from {group[0].distribution} {group[0].version}")
+    return f"model{f' {name!r}' if name else ''} ({', '.join(described)})"
 
 
 def read_model_config(path: PathLike) -> dict[str, Any]:
@@ -171,12 +168,29 @@ def load_model_dir(path: PathLike, device: Union[str, torch.device] = "cpu") -> 
     return model.to(device).eval(), config
 
 
+# The precisions a model directory may store its floating tensors in when its config.json says so
+# (`"dtype": "fp16"`, written by `zoo convert --dtype`); loading casts them to the parameters' dtype.
+STORED_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_SAFETENSORS_FLOATS = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
 def load_weights(model: nn.Module, weights_path: Path, architecture: str) -> None:
-    """Load a safetensors file into ``model`` strictly; errors name the file and the missing/unexpected keys."""
-    from safetensors import SafetensorError
+    """Load a safetensors file into ``model`` strictly; errors name the file and the missing/unexpected keys.
+
+    Every floating parameter must be stored in its own dtype, or in the ``dtype`` that the
+    ``config.json`` beside the file declares (then it is cast): no other precision, and no
+    bool or integer tensor, goes into a floating parameter silently. Weights that are NaN or
+    infinite are refused, naming the tensor.
+    """
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_model
 
+    weights_path = Path(weights_path)
+    declared = _declared_dtype(weights_path)
     try:
+        with safe_open(str(weights_path), "pt") as file:  # the header only: dtypes are checked before loading
+            stored = {name: file.get_slice(name).get_dtype() for name in file.keys()}
+        _check_dtypes(stored, model.state_dict(), declared, weights_path)
         missing, unexpected = load_model(model, str(weights_path), strict=False)
     except (SafetensorError, OSError) as exc:
         raise DataError(f"{weights_path} is truncated or corrupt ({exc}); download it again "
@@ -187,6 +201,51 @@ def load_weights(model: nn.Module, weights_path: Path, architecture: str) -> Non
         raise DataError(f"{weights_path} does not match {architecture}: "
                         f"{_names('missing', missing)}{'; ' if missing and unexpected else ''}"
                         f"{_names('unexpected', unexpected)}; the weights belong to another model config")
+    loaded = model.state_dict()
+    for name in stored:
+        tensor = loaded.get(name)
+        if tensor is not None and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise DataError(f"{weights_path}: tensor {name!r} holds NaN or infinite values; these weights cannot "
+                            "predict: use an earlier checkpoint, or train again (with a lower learning rate)")
+
+
+def _declared_dtype(weights_path: Path) -> torch.dtype | None:
+    """The ``dtype`` that the config.json beside ``weights_path`` declares for the stored tensors, if any."""
+    config_path = weights_path.parent / CONFIG_NAME
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # no config.json (reading it is the caller's business)
+    declared = config.get("dtype") if isinstance(config, dict) else None
+    if declared is None:
+        return None
+    if declared not in STORED_DTYPES:
+        raise DataError(f"{config_path}: dtype {declared!r} is not one of {', '.join(STORED_DTYPES)}; "
+                        "convert the weights again with zoo convert --dtype")
+    return STORED_DTYPES[declared]
+
+
+def _check_dtypes(stored: dict[str, str], expected: dict[str, torch.Tensor], declared: torch.dtype | None,
+                  weights_path: Path) -> None:
+    """Each floating parameter's stored dtype (safetensors' F32, BF16, BOOL, I8...) must be its own or ``declared``."""
+    for name, code in stored.items():
+        target = expected.get(name)
+        if target is None or not target.is_floating_point():
+            continue  # unexpected names are reported by the caller; integer buffers (counters) load as they are
+        dtype = _SAFETENSORS_FLOATS.get(code)
+        if dtype is not None and dtype in (target.dtype, declared):
+            continue
+        wanted = str(target.dtype).removeprefix("torch.")
+        if dtype is None:
+            raise DataError(f"{weights_path}: tensor {name!r} is stored as {code}, not as floating-point numbers, "
+                            f"but the model's parameter is {wanted}; these are not the model's weights "
+                            "(a quantised or damaged copy?): use the original floating-point weights")
+        found = str(dtype).removeprefix("torch.")
+        said = next((key for key, value in STORED_DTYPES.items() if value == declared), None)
+        declared_text = f"{CONFIG_NAME} declares dtype {said}" if said else f"{CONFIG_NAME} declares no dtype"
+        raise DataError(f"{weights_path}: tensor {name!r} is stored as {found} but the model's parameter is {wanted} "
+                        f"and {declared_text}; convert the weights with `zoo convert ... --dtype` (which records the "
+                        f"dtype in {CONFIG_NAME}), or save them in {wanted}")
 
 
 def _names(label: str, names: list[str], shown: int = 10) -> str:

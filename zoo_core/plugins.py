@@ -3,7 +3,8 @@
 Every plugin is loaded and asked for its components on its own: one that fails to
 import, fails pluggy's validation, or returns something that is not ``{name: factory}``
 is recorded as broken (with its distribution, version and error) and everything else
-keeps working. ``ZOO_STRICT_PLUGINS=1`` turns a broken plugin into an error;
+keeps working. ``ZOO_STRICT_PLUGINS=1`` turns a broken plugin into an error (and imports
+every ``lazy()`` component at discovery, so a module that does not import counts as broken);
 ``ZOO_DISABLE_PLUGIN_AUTOLOAD=1`` loads the core's built-ins only.
 """
 
@@ -13,6 +14,7 @@ import os
 import re
 import sys
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Optional
@@ -20,8 +22,9 @@ from typing import Any, Optional
 import pluggy
 
 from . import hookspecs
-from .catalog import Catalog, Entry, clash_message
+from .catalog import Catalog, Entry, LazyFactory, _normalize, clash_message
 from .errors import PluginError
+from .version import __version__
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 CORE_DISTRIBUTION = "zoo-core"
@@ -60,16 +63,22 @@ def _env_flag(name: str) -> bool:
 def core_version() -> str:
     try:
         return metadata.version(CORE_DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        from . import __version__
-
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
         return __version__
 
 
-def load_registry(autoload: Optional[bool] = None, strict: Optional[bool] = None) -> Registry:
-    """Discover the built-ins and every ``zoo.plugins`` entry point."""
+def load_registry(autoload: Optional[bool] = None, strict: Optional[bool] = None,
+                  distributions: Iterable[str] | None = None) -> Registry:
+    """Discover the built-ins and every ``zoo.plugins`` entry point.
+
+    ``distributions`` loads the plugins of those distributions only (the built-ins always):
+    a plugin's tests then check their own plugin strictly, whatever else is installed. A
+    named distribution without a ``zoo.plugins`` entry point is a :class:`PluginError`.
+    """
+    wanted = None if distributions is None else {_normalize(d) for d in distributions} - {CORE_DISTRIBUTION}
     if autoload is None:
-        autoload = not _env_flag("ZOO_DISABLE_PLUGIN_AUTOLOAD")
+        autoload = wanted is not None or not _env_flag("ZOO_DISABLE_PLUGIN_AUTOLOAD")
+    strict_from_env = strict is None
     if strict is None:
         strict = _env_flag("ZOO_STRICT_PLUGINS")
 
@@ -81,14 +90,16 @@ def load_registry(autoload: Optional[bool] = None, strict: Optional[bool] = None
     from . import builtin
 
     core = PluginRecord("builtin", CORE_DISTRIBUTION, core_version(), "ok")
-    _register(manager, catalog, core, lambda: builtin)
+    _register(manager, catalog, core, lambda: builtin, strict)
     records.append(core)
 
     if autoload:
         for ep in sorted(metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP), key=_entry_point_order):
             dist = getattr(ep, "dist", None)
+            if wanted is not None and (dist is None or _normalize(dist.name) not in wanted):
+                continue
             record = PluginRecord(ep.name, dist.name if dist else "?", dist.version if dist else "?", "ok")
-            _register(manager, catalog, record, ep.load)
+            _register(manager, catalog, record, ep.load, strict)
             records.append(record)
 
     for entries in catalog.clashes():
@@ -98,9 +109,14 @@ def load_registry(autoload: Optional[bool] = None, strict: Optional[bool] = None
                 record.status = "clash"
                 record.error = "; ".join(filter(None, [record.error, message]))
 
+    missing = sorted((wanted or set()) - {_normalize(r.distribution) for r in records})
+    if missing:
+        raise PluginError(f"no zoo.plugins entry point of distribution(s) {', '.join(missing)} is installed; "
+                          "install the plugin (pip install -e .) in this environment")
     broken = [r for r in records if r.status == "broken"]
     if broken and strict:
-        raise PluginError("ZOO_STRICT_PLUGINS is set and these plugins are broken:\n"
+        cause = "ZOO_STRICT_PLUGINS is set and these" if strict_from_env else "these"
+        raise PluginError(f"{cause} plugins are broken:\n"
                           + "\n".join(f"  {r.describe()}: {r.error}" for r in broken))
     return Registry(manager, catalog, records)
 
@@ -111,7 +127,9 @@ def _entry_point_order(ep: metadata.EntryPoint) -> tuple[str, str]:
     return ep.name, dist.name if dist else ""
 
 
-def _register(manager: pluggy.PluginManager, catalog: Catalog, record: PluginRecord, load: Any) -> None:
+def _register(manager: pluggy.PluginManager, catalog: Catalog, record: PluginRecord, load: Any,
+              import_lazy: bool = False) -> None:
+    """``import_lazy`` (strict mode) imports every ``lazy()`` component too, so a broken module shows now."""
     stage, plugin = "import", None
     try:
         plugin = load()
@@ -120,6 +138,10 @@ def _register(manager: pluggy.PluginManager, catalog: Catalog, record: PluginRec
         manager.register(plugin, name=f"{record.distribution}:{record.name}")
         _check_hook_names(manager, plugin)
         entries = _collect(manager, plugin, record)
+        stage = "import"
+        for entry in entries if import_lazy else ():
+            if isinstance(entry.factory, LazyFactory):
+                entry.factory.resolve()
     except Exception as exc:  # a plugin's failure must not take the others down
         record.status = "broken"
         record.error = f"{stage} failed: {type(exc).__name__}: {exc}"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from ..errors import ConfigError
+from ..interfaces import BindContext
 
 
 def _check_models(per_model: Mapping[str, torch.Tensor]) -> None:
@@ -38,8 +39,7 @@ class WeightedEnsembler:
     (only the argmax of the result matters).
     """
 
-    def __init__(self, weights: Optional[Union[Mapping[str, float], Sequence[float]]] = None,
-                 gamma: Optional[float] = None):
+    def __init__(self, weights: Mapping[str, float] | Sequence[float] | None = None, gamma: float | None = None):
         if (weights is None) == (gamma is None):
             raise ValueError("give exactly one of gamma (two models) or weights (one per model)")
         if gamma is not None and not 0.0 <= gamma <= 1.0:
@@ -70,6 +70,10 @@ class WeightedEnsembler:
             raise ConfigError(f"weighted ensembler: {'; '.join(problems)}; the pipeline's models are: "
                               f"{', '.join(names)}")
         return [self.weights[n] for n in names]
+
+    def bind(self, context: BindContext) -> None:
+        """Check ``weights`` or ``gamma`` against the pipeline's models before any model loads."""
+        self.model_weights(list(context.model_names))
 
     def __call__(self, per_model: Mapping[str, torch.Tensor]) -> torch.Tensor:
         _check_models(per_model)

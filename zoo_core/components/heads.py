@@ -14,6 +14,14 @@ from ..interfaces import HeadOutput, pixel_scores
 INPUT_TRANSFORMS = (None, "resize_concat")
 
 
+def resize_concat(features: Sequence[torch.Tensor], align_corners: bool = False) -> torch.Tensor:
+    """``features`` resized bilinearly to the first one's size and concatenated along channels."""
+    size = features[0].shape[2:]
+    resized = [x if x.shape[2:] == size else F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
+               for x in features]
+    return torch.cat(resized, dim=1)
+
+
 class ConvBNReLU(nn.Module):
     """mmseg's ``ConvModule`` with BN and ReLU; same parameter names, so mmseg weights convert by key."""
 
@@ -71,12 +79,7 @@ class BaseDecodeHead(nn.Module):
     def transform_inputs(self, features: list[torch.Tensor]) -> torch.Tensor:
         if self.input_transform is None:
             return features[self.in_index]
-        selected = [features[i] for i in self.in_index]
-        size = selected[0].shape[2:]
-        resized = [x if x.shape[2:] == size else
-                   F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
-                   for x in selected]
-        return torch.cat(resized, dim=1)
+        return resize_concat([features[i] for i in self.in_index], self.align_corners)
 
     def cls_seg(self, feats: torch.Tensor) -> torch.Tensor:
         return self.conv_seg(self.dropout(feats))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..interfaces import HeadOutput, MaskClassification, pixel_scores
+from ..interfaces import Backbone, Head, HeadOutput, MaskClassification, pixel_scores
 
 
 class Segmentor(nn.Module):
@@ -20,7 +20,10 @@ class Segmentor(nn.Module):
     and as input to the heads after them.
     """
 
-    def __init__(self, backbone: nn.Module, heads: list[nn.Module]):
+    backbone: Backbone
+    heads: Sequence[Head]  # an nn.ModuleList
+
+    def __init__(self, backbone: Backbone, heads: Sequence[Head]):
         super().__init__()
         if not heads:
             raise ConfigError("a segmentor needs at least one head")
@@ -34,7 +37,7 @@ class Segmentor(nn.Module):
     def forward(self, images: torch.Tensor) -> list[HeadOutput]:
         features = self.backbone(images)
         outputs: list[HeadOutput] = []
-        prev_output: Optional[HeadOutput] = None
+        prev_output: HeadOutput | None = None
         for head in self.heads:
             prev_output = head(features, prev_output)
             outputs.append(prev_output)

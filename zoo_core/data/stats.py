@@ -18,16 +18,18 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm import tqdm
 
-from ..errors import DataError
+from ..errors import DataError, describe_validation_error
 from ..fileio import atomic_write_text
 from .vspw import VSPWDataset
 
 COUNT_FIELDS = ("pixel_counts", "frame_counts", "video_counts")
+Count = Annotated[int, Field(ge=0, lt=2**63)]  # stored as int64
 
 
 def compute_stats(root: str | os.PathLike, split: str = "train", progress: bool = True) -> dict[str, Any]:
@@ -89,6 +91,20 @@ def write_stats(path: str | os.PathLike, stats: dict[str, Any]) -> None:
     atomic_write_text(path, "{\n" + lines + "\n}\n")
 
 
+class ClassStats(BaseModel):
+    """The fields of ``stats.json`` that the losses read; strict JSON types (a count is an integer, not "3")."""
+
+    model_config = ConfigDict(extra="allow", strict=True)  # root, split, totals: informative
+
+    num_classes: int = Field(gt=0)
+    class_names: list[str]
+    pixel_counts: list[Count]
+    frame_counts: list[Count]
+    video_counts: list[Count]
+    priors: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]]
+    labelled_pixels: Count
+
+
 def read_stats(path: str | os.PathLike) -> dict[str, Any]:
     """The statistics saved by ``zoo data stats``, checked; a DataError naming the file and the field otherwise.
 
@@ -103,31 +119,19 @@ def read_stats(path: str | os.PathLike) -> dict[str, Any]:
         raise DataError(f"class statistics {path} do not exist; {redo}") from None
     except (OSError, ValueError) as exc:
         raise DataError(f"class statistics {path} are not readable JSON ({exc}); {redo}") from None
-    if not isinstance(data, dict):
-        raise DataError(f"class statistics {path} must be a JSON object; {redo}")
-    missing = [k for k in ("num_classes", "class_names", *COUNT_FIELDS, "priors", "labelled_pixels") if k not in data]
-    if missing:
-        raise DataError(f"class statistics {path} lack the field(s) {', '.join(missing)}; {redo}")
-    c = data["num_classes"]
-    if not isinstance(c, int) or c <= 0:
-        raise DataError(f"class statistics {path}: 'num_classes' must be a positive integer, got {c!r}; {redo}")
-    names = data["class_names"]
-    if not isinstance(names, list) or len(names) != c or not all(isinstance(n, str) for n in names):
-        raise DataError(f"class statistics {path}: 'class_names' must be a list of {c} strings; {redo}")
-    result = dict(data)
-    for key in (*COUNT_FIELDS, "priors"):
-        value = data[key]
-        try:
-            array = np.array(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            array = None
-        if array is None or array.shape != (c,) or not np.isfinite(array).all() or (array < 0).any():
-            shown = f"{len(value)} entries" if isinstance(value, list) else repr(type(value).__name__)
-            raise DataError(f"class statistics {path}: '{key}' must be a list of {c} non-negative numbers "
-                            f"(num_classes), got {shown}; {redo}")
-        if key != "priors" and (array != np.round(array)).any():
-            raise DataError(f"class statistics {path}: '{key}' must hold integer counts; {redo}")
-        result[key] = array if key == "priors" else array.astype(np.int64)
-    if result["pixel_counts"].sum() == 0:
+    try:
+        stats = ClassStats.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(line.strip() for line in describe_validation_error(exc, "", ClassStats).splitlines())
+        raise DataError(f"class statistics {path}: {problems}; {redo}") from None
+    c = stats.num_classes
+    for key in ("class_names", *COUNT_FIELDS, "priors"):
+        if len(getattr(stats, key)) != c:
+            raise DataError(f"class statistics {path}: '{key}' has {len(getattr(stats, key))} entries but num_classes "
+                            f"is {c}; {redo}")
+    if sum(stats.pixel_counts) == 0:
         raise DataError(f"class statistics {path}: every class has 0 pixels; {redo} on a split with annotated masks")
+    result = stats.model_dump()
+    result.update({key: np.array(getattr(stats, key), dtype=np.int64) for key in COUNT_FIELDS})
+    result["priors"] = np.array(stats.priors, dtype=np.float64)
     return result

@@ -9,35 +9,74 @@ horizontal flip and photometric distortion, as in mmsegmentation.
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from PIL import Image
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
 
-from ..errors import ConfigError
+from ..errors import ConfigError, describe_validation_error
 from ..interfaces import IGNORE_INDEX
 
 Sample = tuple[np.ndarray, np.ndarray]
 
 
-def _pair(value: Sequence[float], field: str) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{field} must be two numbers [low, high], got {value!r}") from None
-    if low > high:
-        raise ValueError(f"{field} must be (low, high) with low <= high, got {list(value)}")
-    return low, high
+def _two(what: str) -> BeforeValidator:
+    """Accept exactly two values (a YAML list), so a wrong length says what the pair means."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+            raise PydanticCustomError("pair", "must be two {what}", {"what": what})
+        return value
+
+    return BeforeValidator(check)
 
 
-def _probability(value: float, field: str) -> float:
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{field} must be within 0..1, got {value}")
-    return float(value)
+def _low_high(pair: tuple[float, float]) -> tuple[float, float]:
+    if pair[0] > pair[1]:
+        raise PydanticCustomError("range_order", "must be [low, high] with low <= high")
+    return pair
 
 
-class MultiScale:
+Probability = Annotated[float, Field(ge=0, le=1)]
+Range = Annotated[tuple[float, float], _two("numbers [low, high]"), AfterValidator(_low_high)]
+
+
+def _positive(pair: tuple[float, float]) -> tuple[float, float]:
+    if pair[0] <= 0:
+        raise PydanticCustomError("positive", "must be positive (a scale factor)")
+    return pair
+
+
+def _above_minus_one(pair: tuple[float, float]) -> tuple[float, float]:
+    if pair[0] <= -1:
+        raise PydanticCustomError("above_minus_one", "must be greater than -1 (1 + beta scales an axis)")
+    return pair
+
+
+class BaseTransform(BaseModel):
+    """A transform is its own validated spec: ``type`` names it in ``train.transforms``, the other
+    fields are its settings (unknown keys and bad values are refused when it is built)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> Sample:
+        raise NotImplementedError
+
+
+class MultiScale(BaseTransform):
     """Resize by ``alpha * (1 + beta)`` per axis.
 
     ``alpha ~ U(alpha)``, replaced by ``1 / alpha`` with probability ``reciprocal_prob``;
@@ -45,15 +84,10 @@ class MultiScale:
     mask with nearest neighbour.
     """
 
-    def __init__(self, alpha: Sequence[float] = (1.0, 2.0), reciprocal_prob: float = 0.5,
-                 beta: Sequence[float] = (-0.2, 0.2)) -> None:
-        self.alpha = _pair(alpha, "alpha")
-        if self.alpha[0] <= 0:
-            raise ValueError(f"alpha must be positive, got {list(alpha)}")
-        self.reciprocal_prob = _probability(reciprocal_prob, "reciprocal_prob")
-        self.beta = _pair(beta, "beta")
-        if self.beta[0] <= -1:
-            raise ValueError(f"beta must be greater than -1, got {list(beta)}")
+    type: Literal["multiscale"] = Field("multiscale", repr=False)
+    alpha: Annotated[Range, AfterValidator(_positive)] = (1.0, 2.0)
+    reciprocal_prob: Probability = 0.5
+    beta: Annotated[Range, AfterValidator(_above_minus_one)] = (-0.2, 0.2)
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> Sample:
         alpha = rng.uniform(*self.alpha)
@@ -66,28 +100,17 @@ class MultiScale:
         mask = np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST))
         return image, mask
 
-    def __repr__(self) -> str:
-        return f"MultiScale(alpha={self.alpha}, reciprocal_prob={self.reciprocal_prob}, beta={self.beta})"
 
-
-class RandomCrop:
+class RandomCrop(BaseTransform):
     """Crop ``size = (h, w)`` at a random place; pad bottom/right (image 0, mask 255) if smaller.
 
     With ``cat_max_ratio < 1`` the crop is redrawn (up to 10 times, as mmsegmentation)
     while a single class covers more than that fraction of its labelled pixels.
     """
 
-    def __init__(self, size: Sequence[int] = (480, 853), cat_max_ratio: float = 1.0) -> None:
-        try:
-            height, width = (int(v) for v in size)
-        except (TypeError, ValueError):
-            raise ValueError(f"size must be two integers [height, width], got {size!r}") from None
-        if height <= 0 or width <= 0:
-            raise ValueError(f"size must be two positive integers (height, width), got {list(size)}")
-        self.size = (height, width)
-        if not 0.0 < float(cat_max_ratio) <= 1.0:
-            raise ValueError(f"cat_max_ratio must be within (0, 1], got {cat_max_ratio}")
-        self.cat_max_ratio = float(cat_max_ratio)
+    type: Literal["random-crop"] = Field("random-crop", repr=False)
+    size: Annotated[tuple[PositiveInt, PositiveInt], _two("positive integers [height, width]")] = (480, 853)
+    cat_max_ratio: float = Field(1.0, gt=0, le=1)
 
     def _window(self, shape: tuple[int, int], rng: np.random.Generator) -> tuple[slice, slice]:
         top = rng.integers(0, max(shape[0] - self.size[0], 0) + 1)
@@ -113,23 +136,17 @@ class RandomCrop:
             image, mask = padded_image, padded_mask
         return image, mask
 
-    def __repr__(self) -> str:
-        return f"RandomCrop(size={self.size}, cat_max_ratio={self.cat_max_ratio})"
 
-
-class RandomFlip:
+class RandomFlip(BaseTransform):
     """Flip image and mask left-right together with probability ``prob``."""
 
-    def __init__(self, prob: float = 0.5) -> None:
-        self.prob = _probability(prob, "prob")
+    type: Literal["flip"] = Field("flip", repr=False)
+    prob: Probability = 0.5
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> Sample:
         if rng.random() < self.prob:
             image, mask = np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(mask[:, ::-1])
         return image, mask
-
-    def __repr__(self) -> str:
-        return f"RandomFlip(prob={self.prob})"
 
 
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
@@ -156,7 +173,7 @@ def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
     return (value - value * saturation * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)).astype(np.float32)
 
 
-class PhotoMetricDistortion:
+class PhotoMetricDistortion(BaseTransform):
     """Brightness, contrast, saturation and hue jitter, each applied with probability ``prob``.
 
     Brightness adds ``U(-brightness_delta, brightness_delta)``; contrast multiplies by
@@ -166,16 +183,12 @@ class PhotoMetricDistortion:
     are clipped to 0..255 after each step.
     """
 
-    def __init__(self, brightness_delta: float = 32, contrast_range: Sequence[float] = (0.5, 1.5),
-                 saturation_range: Sequence[float] = (0.5, 1.5), hue_delta: float = 18,
-                 prob: float = 0.5) -> None:
-        if brightness_delta < 0 or hue_delta < 0:
-            raise ValueError(f"brightness_delta and hue_delta must be >= 0, got {brightness_delta}, {hue_delta}")
-        self.brightness_delta = float(brightness_delta)
-        self.contrast_range = _pair(contrast_range, "contrast_range")
-        self.saturation_range = _pair(saturation_range, "saturation_range")
-        self.hue_delta = float(hue_delta)
-        self.prob = _probability(prob, "prob")
+    type: Literal["photometric"] = Field("photometric", repr=False)
+    brightness_delta: float = Field(32.0, ge=0)
+    contrast_range: Range = (0.5, 1.5)
+    saturation_range: Range = (0.5, 1.5)
+    hue_delta: float = Field(18.0, ge=0)
+    prob: Probability = 0.5
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> Sample:
         # Draw every variable up front, so the draws do not depend on which ops fire.
@@ -202,11 +215,6 @@ class PhotoMetricDistortion:
             pixels = np.clip(pixels * contrast, 0, 255)
         return np.rint(pixels).astype(np.uint8), mask
 
-    def __repr__(self) -> str:
-        return (f"PhotoMetricDistortion(brightness_delta={self.brightness_delta}, "
-                f"contrast_range={self.contrast_range}, saturation_range={self.saturation_range}, "
-                f"hue_delta={self.hue_delta}, prob={self.prob})")
-
 
 class Compose:
     """Apply transforms in order, threading the same generator through them."""
@@ -223,12 +231,13 @@ class Compose:
         return f"Compose({self.transforms})"
 
 
-TRANSFORMS = {
-    "multiscale": MultiScale,
-    "random-crop": RandomCrop,
-    "flip": RandomFlip,
-    "photometric": PhotoMetricDistortion,
+TRANSFORMS: dict[str, type[BaseTransform]] = {
+    cls.model_fields["type"].default: cls for cls in (MultiScale, RandomCrop, RandomFlip, PhotoMetricDistortion)
 }
+
+
+# What every entry has, checked first: its `type` says which model validates the rest.
+_ENTRIES = TypeAdapter(list[TypedDict("TransformEntry", {"type": Literal[tuple(TRANSFORMS)]})])
 
 DEFAULT_TRAIN_TRANSFORMS: list[dict[str, Any]] = [
     {"type": "multiscale", "alpha": [1.0, 2.0], "reciprocal_prob": 0.5, "beta": [-0.2, 0.2]},
@@ -240,27 +249,18 @@ DEFAULT_TRAIN_TRANSFORMS: list[dict[str, Any]] = [
 
 
 def build_transforms(spec: Sequence[dict[str, Any]], path: str = "transforms") -> Compose:
-    """``[{"type": name, **args}, ...]`` -> :class:`Compose`; ``path`` names the spec in errors."""
-    if not isinstance(spec, (list, tuple)):
-        raise ConfigError(f"{path}: expected a list of {{type: ..., ...}} entries, got {type(spec).__name__}")
-    choices = ", ".join(TRANSFORMS)
+    """``[{"type": name, **settings}, ...]`` -> :class:`Compose`; ``path`` names the spec in errors."""
+    shape = f"{path}: expected a list of {{type: NAME, ...}} entries with NAME one of {', '.join(TRANSFORMS)}"
+    try:
+        _ENTRIES.validate_python(spec)
+    except ValidationError as exc:
+        raise ConfigError(f"{shape}\n{describe_validation_error(exc, path)}") from None
     transforms = []
     for index, entry in enumerate(spec):
-        where = f"{path}[{index}]"
-        if not isinstance(entry, dict) or "type" not in entry:
-            raise ConfigError(f"{where}: expected a mapping with a 'type' field (one of: {choices}), got {entry!r}")
-        kind = entry["type"]
-        if kind not in TRANSFORMS:
-            raise ConfigError(f"{where}.type: unknown transform {kind!r}; choose one of: {choices}")
-        cls = TRANSFORMS[kind]
-        args = {key: value for key, value in entry.items() if key != "type"}
-        allowed = list(inspect.signature(cls).parameters)
-        unknown = sorted(set(args) - set(allowed))
-        if unknown:
-            raise ConfigError(f"{where} ({kind}): unknown field(s) {', '.join(unknown)}; "
-                              f"allowed: {', '.join(allowed)}")
+        cls = TRANSFORMS[entry["type"]]
         try:
-            transforms.append(cls(**args))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where} ({kind}): {exc}") from exc
+            transforms.append(cls.model_validate(entry))
+        except ValidationError as exc:
+            raise ConfigError(f"{path}[{index}] ({entry['type']}): invalid settings\n"
+                              f"{describe_validation_error(exc, f'{path}[{index}]', cls)}") from None
     return Compose(transforms)

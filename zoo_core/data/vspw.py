@@ -17,14 +17,15 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Iterator, Optional
+from pathlib import Path, PureWindowsPath
+from typing import Annotated, Callable, Iterator, Optional
 
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import Field, TypeAdapter, ValidationError
 
-from ..errors import DataError
+from ..errors import DataError, describe_validation_error
 from ..interfaces import IGNORE_INDEX
 from .classes import NUM_CLASSES, VSPW_CLASSES
 
@@ -41,6 +42,9 @@ RAW_TO_TRAIN_LUT[1:NUM_CLASSES + 1] = np.arange(NUM_CLASSES, dtype=np.uint8)
 VALID_RAW = np.zeros(256, dtype=bool)
 VALID_RAW[:NUM_CLASSES + 1] = True
 VALID_RAW[255] = True
+
+# label_num_dic_final.json: class name -> raw id, written as a string ("1") or a number
+_LABEL_TABLE = TypeAdapter(dict[str, Annotated[int, Field(ge=0, le=255)]])
 
 Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
@@ -94,10 +98,7 @@ class VSPWDataset:
             available = sorted(p.stem for p in self.root.glob("*.txt")) or ["(none)"]
             raise DataError(f"split {self.split!r} not found: no {split_file}; "
                             f"available splits in {self.root}: {', '.join(available)}")
-        lines = (line.strip() for line in split_file.read_text(encoding="utf-8").splitlines())
-        videos = [line for line in lines if line and not line.startswith(".")]
-        if not videos:
-            raise DataError(f"split file {split_file} lists no videos; write one video folder name per line")
+        videos = read_split_file(split_file)
         for video in videos:
             video_dir = self.root / "data" / video
             if not video_dir.is_dir():
@@ -109,17 +110,22 @@ class VSPWDataset:
         label_file = self.root / LABEL_FILE
         if not label_file.is_file():
             return list(VSPW_CLASSES)
+        redo = "restore it or delete it to use the standard VSPW classes"
         try:
-            table = json.loads(label_file.read_text(encoding="utf-8"))
-            by_raw_id = {int(raw_id): name for name, raw_id in table.items()}
-        except (ValueError, AttributeError) as exc:
-            raise DataError(f"{label_file} is not a JSON object of class name -> id string "
-                            f"({exc}); restore it or delete it to use the standard VSPW classes") from exc
+            data = json.loads(label_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+            raise DataError(f"{label_file} is not readable JSON ({exc}); {redo}") from None
+        try:
+            table = _LABEL_TABLE.validate_python(data)
+        except ValidationError as exc:
+            problems = "; ".join(line.strip() for line in describe_validation_error(exc).splitlines())
+            raise DataError(f"{label_file} is not a JSON object of class name -> id (\"wall\": \"1\"): {problems}; "
+                            f"{redo}") from None
+        by_raw_id = {raw_id: name for name, raw_id in table.items()}
         by_raw_id.pop(0, None)  # "others" is not a class
         if sorted(by_raw_id) != list(range(1, NUM_CLASSES + 1)):
             raise DataError(f"{label_file} must give ids 1..{NUM_CLASSES} (plus 'others' = 0), found "
-                            f"{len(by_raw_id)} classes with ids {sorted(by_raw_id)[:5]}...; "
-                            "restore the file or delete it to use the standard VSPW classes")
+                            f"{len(by_raw_id)} classes with ids {sorted(by_raw_id)[:5]}...; {redo}")
         return [by_raw_id[raw_id] for raw_id in range(1, NUM_CLASSES + 1)]
 
     def frames(self, video: str) -> list[FrameRef]:
@@ -198,6 +204,51 @@ class VSPWDataset:
 
     def __repr__(self) -> str:
         return f"VSPWDataset(root={str(self.root)!r}, split={self.split!r}, videos={len(self.videos)})"
+
+
+def read_split_file(split_file: Path) -> list[str]:
+    """The video folder names of a split file, one a line; blank lines and hidden names (``.DS_Store``) are skipped.
+
+    Each name must be one plain folder name under ``data/``: no path separator, not ``.`` or
+    ``..``, no drive, no NUL, so that nothing derived from it (predictions, statistics) can land
+    outside the folders it is written to. The file must be UTF-8. Errors name the file and line.
+    """
+    try:
+        raw = split_file.read_bytes()
+    except OSError as exc:
+        raise DataError(f"split file {split_file}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"split file {split_file}, line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
+                        "save it as UTF-8, one video folder name per line") from None
+    videos = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        name = line.strip()
+        if not name:
+            continue
+        problem = _video_name_problem(name)
+        if problem:
+            raise DataError(f"split file {split_file}, line {number}: {name!r} is not a video folder name ({problem}); "
+                            f"write one folder name of {split_file.parent / 'data'} per line")
+        if not name.startswith("."):
+            videos.append(name)
+    if not videos:
+        raise DataError(f"split file {split_file} lists no videos; write one video folder name per line")
+    return videos
+
+
+def _video_name_problem(name: str) -> str:
+    if "\x00" in name:
+        return "it holds a NUL character"
+    if "/" in name or "\\" in name:
+        return "it holds a path separator"
+    if name in (".", ".."):
+        return "it names a folder itself, not a video in it"
+    if PureWindowsPath(name).drive:
+        return "it names a drive"
+    return ""
 
 
 @contextmanager

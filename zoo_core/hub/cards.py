@@ -12,20 +12,47 @@ import fnmatch
 import os
 import re
 from dataclasses import dataclass
-from importlib import metadata
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from packaging.version import InvalidVersion, Version
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 
-from ..errors import ConfigError
+from ..errors import ConfigError, describe_validation_error
+from ..model_spec import CONFIG_NAME, WEIGHTS_NAME, ModelSpec
 
 SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
+# model.safetensors, or folders (no '.', '..' or hidden ones) ending in /model.safetensors
+WEIGHTS_PATH_RE = re.compile(r"^([A-Za-z0-9_][A-Za-z0-9_.\-]*/)*model\.safetensors$")
+
+
+def _matching(regex: re.Pattern, problem: str) -> Any:
+    """A string type that must match ``regex``; a mismatch says ``problem`` (pydantic's own message shows the regex)."""
+
+    def check(value: str) -> str:
+        if not regex.match(value):
+            raise ValueError(problem)
+        return value
+
+    return Annotated[str, AfterValidator(check), WithJsonSchema({"type": "string", "pattern": regex.pattern})]
+
+
+CardName = _matching(NAME_RE, "lower-case letters, digits, '.', '-' and '_' only")
+RepoId = _matching(REPO_RE, "must be ORG/NAME")
+CommitId = _matching(SHA1_RE, "must be a full 40-hex commit id (lower case), not a branch or a short id")
+Sha256 = _matching(SHA256_RE, "must be 64 lower-case hex digits")
+Sha256OrEmpty = _matching(re.compile(r"^([0-9a-f]{64})?$"), "must be 64 lower-case hex digits (or empty with "
+                                                             "verified: false)")
+WeightsPath = _matching(WEIGHTS_PATH_RE, "must be model.safetensors, or a folder path ending in /model.safetensors "
+                                         "(config.json sits beside it)")
+# The files of a model directory; both are pinned, since config.json decides the architecture and the class names.
+ModelFile = Literal["config.json", "model.safetensors"]
+MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 
 
 class _Strict(BaseModel):
@@ -40,61 +67,57 @@ class PluginRequirement(_Strict):
 
 
 class CardModel(_Strict):
-    preset: Optional[str] = None  # a plugin's named preset (e.g. swin-l), when the model comes from one
-    config: dict[str, Any]  # the build_segmentor config: num_classes, backbone, heads
+    preset: str | None = None  # a plugin's named preset (e.g. swin-l), when the model comes from one
+    config: ModelSpec  # what build_segmentor gets: num_classes, backbone, heads
 
 
 class HubFile(_Strict):
-    repo_id: str
-    revision: str  # a full 40-hex commit: a branch or tag can move, a commit cannot
-    filename: str = "model.safetensors"
-    sha256: str = ""  # empty only with `verified: false`
-    size: Optional[int] = Field(None, gt=0)
+    """Where the model directory is on the Hub, and the sha256 of each of its files.
 
-    @field_validator("repo_id")
-    @classmethod
-    def _repo(cls, value: str) -> str:
-        if not REPO_RE.match(value):
-            raise ValueError("must be ORG/NAME")
-        return value
+    ``files`` pins every file (``config.json`` and ``model.safetensors``, the names in the
+    folder of ``filename``). Older cards give ``sha256``, the weights' hash only: they still
+    load, but their ``config.json`` is not verified.
+    """
 
-    @field_validator("filename")
-    @classmethod
-    def _filename(cls, value: str) -> str:
-        parts = value.split("/")
-        # The model is rebuilt from the config.json beside the weights, and only safetensors are loaded.
-        if parts[-1] != "model.safetensors" or "" in parts or ".." in parts:
-            raise ValueError("must be model.safetensors, or a folder path ending in /model.safetensors "
-                             "(config.json sits beside it)")
-        return value
+    repo_id: RepoId
+    revision: CommitId  # a full 40-hex commit: a branch or tag can move, a commit cannot
+    filename: WeightsPath = WEIGHTS_NAME
+    files: dict[ModelFile, Sha256] | None = None
+    sha256: Sha256OrEmpty | None = None  # older cards: the weights' sha256 only
+    size: int | None = Field(None, gt=0)  # of the weights file
 
-    @field_validator("revision")
-    @classmethod
-    def _revision(cls, value: str) -> str:
-        if not SHA1_RE.match(value):
-            raise ValueError("must be a full 40-hex commit id (lower case), not a branch or a short id")
-        return value
+    @model_validator(mode="after")
+    def _one_way_to_pin(self) -> HubFile:
+        if self.files is not None and self.sha256:
+            raise ValueError("give hub.files (the sha256 of every file) or the older hub.sha256 (the weights' only), "
+                             "not both: drop hub.sha256")
+        if self.files is not None and sorted(self.files) != sorted(MODEL_FILES):
+            raise ValueError(f"hub.files must give the sha256 of both {CONFIG_NAME} and {WEIGHTS_NAME}")
+        return self
 
-    @field_validator("sha256")
-    @classmethod
-    def _sha256(cls, value: str) -> str:
-        if value and not SHA256_RE.match(value):
-            raise ValueError("must be 64 lower-case hex digits (or empty with verified: false)")
-        return value
+    def hashes(self) -> dict[str, str]:
+        """``{file name: sha256}`` of what the card vouches for: both files, the weights only (older cards), or none."""
+        if self.files is not None:
+            return dict(self.files)
+        return {WEIGHTS_NAME: self.sha256} if self.sha256 else {}
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.hashes().get(WEIGHTS_NAME, "")
 
 
 class Metrics(_Strict):
     """Fractions in 0..1 on ``split``; ``miou_tta`` is with the card's test-time augmentation."""
 
     split: str
-    miou: Optional[float] = Field(None, ge=0, le=1)
-    miou_tta: Optional[float] = Field(None, ge=0, le=1)
-    mvc8: Optional[float] = Field(None, ge=0, le=1)
-    mvc16: Optional[float] = Field(None, ge=0, le=1)
+    miou: float | None = Field(None, ge=0, le=1)
+    miou_tta: float | None = Field(None, ge=0, le=1)
+    mvc8: float | None = Field(None, ge=0, le=1)
+    mvc16: float | None = Field(None, ge=0, le=1)
 
 
 class Card(_Strict):
-    name: str
+    name: CardName
     summary: str = ""
     plugin: PluginRequirement
     model: CardModel
@@ -102,24 +125,20 @@ class Card(_Strict):
     class_names: list[str]
     hub: HubFile
     verified: bool = True
-    metrics: Optional[Metrics] = None
-    recipe: Union[str, dict[str, Any]] = ""  # a recipe name or file, or the training settings themselves
+    metrics: Metrics | None = None
+    recipe: str | dict[str, Any] = ""  # a recipe name or file, or the training settings themselves
     license: str
-    paper: Optional[str] = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
-            raise ValueError("lower-case letters, digits, '.', '-' and '_' only")
-        return value
+    paper: str | None = None
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Card":
+    def _consistent(self) -> Card:
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"class_names has {len(self.class_names)} names but num_classes is {self.num_classes}")
-        if self.verified and not self.hub.sha256:
-            raise ValueError("hub.sha256 is empty: set it, or mark the card `verified: false` "
+        if self.model.config.num_classes != self.num_classes:
+            raise ValueError(f"model.config.num_classes is {self.model.config.num_classes} but num_classes is "
+                             f"{self.num_classes}")
+        if self.verified and not self.hub.hashes():
+            raise ValueError("hub.files is empty: set it (zoo push prints it), or mark the card `verified: false` "
                              "(only for third-party weights whose hash is not known in advance)")
         return self
 
@@ -140,21 +159,19 @@ def parse_card(data: Any, origin: str) -> Card:
     try:
         return Card.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            where = ".".join(str(p) for p in error["loc"]) or "(card)"
-            detail = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
-            lines.append(f"  {where}: {detail}")
-        raise ConfigError(f"{origin}: invalid registry card\n" + "\n".join(lines)) from None
+        raise ConfigError(f"{origin}: invalid registry card\n{describe_validation_error(exc, '', Card)}") from None
 
 
-def load_card_file(path: Any, origin: Optional[str] = None) -> Card:
+def load_card_file(path: Any, origin: str | None = None) -> Card:
     """Read and validate a card file (a path, or a resource of the shipped registry)."""
     origin = origin or str(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{origin}: cannot read card: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{origin}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                          "save the card as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin}: not valid YAML: {exc}") from None
     return parse_card(data, origin)
@@ -170,7 +187,8 @@ def discover_cards() -> list[CardSource]:
     shipped = resources.files("zoo_core.registry")
     for entry in sorted(shipped.iterdir(), key=lambda e: e.name):
         if entry.name.endswith((".yaml", ".yml")):
-            sources.append(CardSource(load_card_file(entry, f"registry/{entry.name}"), f"registry/{entry.name} (zoo-core)"))
+            origin = f"registry/{entry.name}"
+            sources.append(CardSource(load_card_file(entry, origin), f"{origin} (zoo-core)"))
 
     from ..plugins import get_registry
 
@@ -191,8 +209,8 @@ def discover_cards() -> list[CardSource]:
     seen: dict[str, CardSource] = {}
     for source in sources:
         if source.card.name in seen:
-            raise ConfigError(f"registry card {source.card.name!r} is defined twice: in {seen[source.card.name].origin} "
-                              f"and in {source.origin}; rename or remove one")
+            raise ConfigError(f"registry card {source.card.name!r} is defined twice: in "
+                              f"{seen[source.card.name].origin} and in {source.origin}; rename or remove one")
         seen[source.card.name] = source
     return sources
 
@@ -201,7 +219,8 @@ def find_card(name: str) -> Card:
     cards = {s.card.name: s.card for s in discover_cards()}
     if name not in cards:
         close = fnmatch.filter(cards, f"*{name}*")
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; known cards: {', '.join(sorted(cards)) or '(none)'}"
+        known = ", ".join(sorted(cards)) or "(none)"
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; known cards: {known}"
         raise ConfigError(f"no registry card named {name!r}{hint} (add a card to a folder in ZOO_REGISTRY_PATH)")
     return cards[name]
 
@@ -214,16 +233,16 @@ def check_plugin(card: Card) -> None:
     except metadata.PackageNotFoundError:
         raise ConfigError(f"card {card.name!r} needs the plugin {requirement.distribution}>={requirement.min_version}; "
                           f"install it: pip install '{requirement.distribution}>={requirement.min_version}'") from None
-    if _version_key(installed) < _version_key(requirement.min_version):
+    if _version(installed, f"installed {requirement.distribution}") < _version(
+            requirement.min_version, f"card {card.name!r}: plugin.min_version"):
         raise ConfigError(f"card {card.name!r} needs {requirement.distribution}>={requirement.min_version}, "
                           f"{installed} is installed; upgrade it: pip install -U '{requirement.distribution}>="
                           f"{requirement.min_version}'")
 
 
-def _version_key(version: str) -> tuple:
+def _version(text: str, what: str) -> Version:
+    """``text`` as a PEP 440 version (``1.2``, ``1.2.0rc1``, ``1.2.post1``), ordered as pip orders them."""
     try:
-        from packaging.version import Version
-
-        return (Version(version),)
-    except Exception:  # packaging missing or a non-PEP 440 string: compare numerically
-        return tuple(int(p) if p.isdigit() else 0 for p in re.split(r"[.\-+]", version))
+        return Version(text)
+    except InvalidVersion:
+        raise ConfigError(f"{what}: {text!r} is not a version (PEP 440, e.g. 1.2.0)") from None

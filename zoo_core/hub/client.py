@@ -1,8 +1,9 @@
 """Weights from the Hub: ``zoo pull``, sha256 verification, ``zoo.lock`` and resolving weights by name.
 
-A card pins a repository, a full commit id and the weights' sha256. :func:`pull` downloads
-``config.json`` and the weights at that commit with ``huggingface_hub`` and checks the
-sha256 itself (the Hub client checks only the size): on a mismatch the file is removed
+A card pins a repository, a full commit id and the sha256 of every file of the model
+directory (``config.json`` decides the architecture and the class names, the weights file
+the numbers). :func:`pull` downloads both at that commit with ``huggingface_hub`` and checks
+each sha256 itself (the Hub client checks only the size): on a mismatch the file is removed
 from the cache and nothing is returned. A cached file is used without any network access.
 
 The ``HF_*`` settings are read at each call, not when ``huggingface_hub`` is imported:
@@ -18,26 +19,42 @@ import json
 import os
 import posixpath
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Literal, Union
 
-from ..errors import ConfigError, DataError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from ..errors import ConfigError, DataError, describe_validation_error
 from ..fileio import atomic_write_text
-from .cards import NAME_RE, REPO_RE, SHA1_RE, SHA256_RE, Card, check_plugin, find_card
-from ..model_dir import CONFIG_NAME, WEIGHTS_NAME, read_model_config
+from ..model_dir import CONFIG_NAME, WEIGHTS_NAME, ModelSpec, read_model_config
+from .cards import (
+    NAME_RE,
+    SHA1_RE,
+    Card,
+    CardName,
+    CommitId,
+    ModelFile,
+    RepoId,
+    Sha256,
+    WeightsPath,
+    check_plugin,
+    discover_cards,
+    find_card,
+)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 LOCK_NAME = "zoo.lock"  # written next to what used the weights
-LOCK_VERSION = 1
-LOCK_FIELDS = ("filename", "repo_id", "revision", "sha256")
+LOCK_VERSION = 2  # 2: the sha256 of every file; 1 (still read): the weights' only
+CARD_PREFIX = "card:"  # `weights: card:NAME` names a registry card even where a folder NAME exists
 CHUNK_SIZE = 1 << 20
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
 class UnverifiedWeightsWarning(UserWarning):
-    """Weights that no card or lock vouches for: their sha256 is reported and recorded instead."""
+    """Files of a model directory that no card or lock vouches for: their sha256 is reported and recorded instead."""
 
 
 def hub_endpoint() -> str:
@@ -62,17 +79,21 @@ def hub_offline() -> bool:
 class Resolved:
     """Weights ready to load: ``path`` holds ``config.json`` and the weights file.
 
-    ``repo_id`` and ``revision`` (the commit downloaded) are ``None``, and ``sha256`` is
-    empty, for a local model directory. ``verified`` says that ``sha256`` matched the one a card or a lock gave.
+    ``repo_id`` and ``revision`` (the commit downloaded) are ``None``, ``sha256`` is empty and
+    ``files`` too, for a local model directory. ``sha256`` is the weights', ``files`` maps each
+    downloaded file (``config.json``, ``model.safetensors``) to its sha256, ``vouched`` names those
+    whose sha256 a card or a lock gave, and ``verified`` says that they are all of them.
     """
 
     name: str
     path: Path
-    repo_id: Optional[str]
-    revision: Optional[str]
+    repo_id: str | None
+    revision: str | None
     filename: str
     sha256: str
     verified: bool
+    files: dict[str, str] = field(default_factory=dict)
+    vouched: tuple[str, ...] = ()
 
 
 def file_sha256(path: PathLike) -> str:
@@ -83,11 +104,11 @@ def file_sha256(path: PathLike) -> str:
     return digest.hexdigest()
 
 
-def pull(name: str, revision: Optional[str] = None, local_dir: Optional[PathLike] = None) -> Resolved:
-    """Download and verify the weights of the registry card ``name``.
+def pull(name: str, revision: str | None = None, local_dir: PathLike | None = None) -> Resolved:
+    """Download and verify the model directory of the registry card ``name``.
 
-    ``revision`` (a branch, tag or commit) overrides the card's; the card's sha256 then
-    vouches for the file only if the bytes are the same, otherwise the pull warns with
+    ``revision`` (a branch, tag or commit) overrides the card's; the card's hashes then
+    vouch for the files only if the bytes are the same, otherwise the pull warns with
     :class:`UnverifiedWeightsWarning`, as it does for cards marked ``verified: false``.
     ``local_dir`` puts the files there instead of the Hugging Face cache.
     """
@@ -96,145 +117,256 @@ def pull(name: str, revision: Optional[str] = None, local_dir: Optional[PathLike
     return _fetch(card, revision or card.hub.revision, local_dir)
 
 
-def resolve_weights(ref: str, lock: Optional["Lock"] = None) -> Resolved:
-    """``ref`` is a model directory (used as it is) or a registry card name (pulled).
+def resolve_weights(ref: str, lock: Lock | None = None) -> Resolved:
+    """``ref`` is a model directory (used as it is) or a registry card (pulled): ``card:NAME``, or a bare NAME.
 
-    When ``lock`` has an entry for the card, its repository, revision and file are pulled
-    and the sha256 must be the lock's, whatever the card says now.
+    A bare name that is both a card and an existing folder is an error that says which to
+    write (``card:NAME`` or ``./NAME``). When ``lock`` has an entry for the card, its
+    repository, revision and file are pulled and every sha256 must be the lock's, whatever
+    the card says now.
     """
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        weights = path / WEIGHTS_NAME
-        if not weights.is_file():
-            raise DataError(f"{weights} not found: {path} is not a saved model directory "
-                            f"(it needs {CONFIG_NAME} and {WEIGHTS_NAME}); check the path or train the model again")
-        return Resolved(str(ref), path, None, None, WEIGHTS_NAME, "", False)  # nothing to verify against
-    if not NAME_RE.match(str(ref)):  # card names have no '/': this was meant as a directory
-        raise DataError(f"weights {ref!r}: no such model directory, and not a registry card name; "
-                        "train the model first (zoo train) or check the path")
-    card = find_card(str(ref))
+    ref = str(ref)
+    if ref.startswith(CARD_PREFIX):
+        card = find_card(ref[len(CARD_PREFIX):])
+    else:
+        path = Path(ref).expanduser()
+        card = _card_named(ref) if NAME_RE.match(ref) else None  # card names have no '/': a path otherwise
+        if card is not None and path.is_dir():
+            raise ConfigError(f"weights {ref!r} names both the registry card {ref!r} and the folder {path.resolve()}; "
+                              f"write `card:{ref}` for the card or `./{ref}` for the folder")
+        if card is None:
+            return _local_model_dir(ref, path)
     check_plugin(card)
     pin = lock.entries.get(card.name) if lock else None
     if pin is None:
         return _fetch(card, card.hub.revision, None)
-    return _fetch(card, pin["revision"], None, pin=pin, pinned_by=lock.path)
+    return _fetch(card, pin.revision, None, pin=pin, pinned_by=lock.path)
+
+
+def _card_named(name: str) -> Card | None:
+    return next((source.card for source in discover_cards() if source.card.name == name), None)
+
+
+def _local_model_dir(ref: str, path: Path) -> Resolved:
+    if not path.is_dir():
+        raise DataError(f"weights {ref!r}: no such model directory, and not a registry card name; "
+                        "train the model first (zoo train) or check the path (zoo list --weights shows the cards)")
+    weights = path / WEIGHTS_NAME
+    if not weights.is_file():
+        raise DataError(f"{weights} not found: {path} is not a saved model directory "
+                        f"(it needs {CONFIG_NAME} and {WEIGHTS_NAME}); check the path or train the model again")
+    return Resolved(ref, path, None, None, WEIGHTS_NAME, "", False)  # nothing to verify against
+
+
+# --- zoo.lock ----------------------------------------------------------------------------------
+
+
+class LockEntry(BaseModel):
+    """One card's weights in a lock: where they were pulled from and the sha256 of each file.
+
+    ``files`` always holds the weights; an entry read from a version-1 lock lacks ``config.json``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    repo_id: RepoId
+    revision: CommitId
+    filename: WeightsPath
+    files: dict[ModelFile, Sha256]
+
+    @model_validator(mode="after")
+    def _pins_the_weights(self) -> LockEntry:
+        if WEIGHTS_NAME not in self.files:
+            raise ValueError(f"files must give the sha256 of {WEIGHTS_NAME}")
+        return self
+
+
+class _LockFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[2]
+    weights: dict[CardName, LockEntry]
+
+
+class _LockEntryV1(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    repo_id: RepoId
+    revision: CommitId
+    filename: WeightsPath
+    sha256: Sha256
+
+
+class _LockFileV1(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1]
+    weights: dict[CardName, _LockEntryV1]
 
 
 class Lock:
-    """``zoo.lock``: the exact weights a run used, ``name -> {repo_id, revision, filename, sha256}``.
+    """``zoo.lock``: the exact files a run used, ``name -> {repo_id, revision, filename, files: {name: sha256}}``.
 
     Written next to a run's results; a pipeline that names a lock pulls exactly these files.
+    A version-1 lock (the weights' sha256 only) is still read.
     """
 
-    def __init__(self, entries: Optional[dict[str, dict]] = None, path: Optional[Path] = None):
-        self.entries: dict[str, dict] = dict(entries or {})
+    def __init__(self, entries: dict[str, LockEntry | dict] | None = None, path: Path | None = None):
+        self.entries: dict[str, LockEntry] = {name: LockEntry.model_validate(entry)
+                                              for name, entry in (entries or {}).items()}
         self.path = path  # where it was read from, for messages
 
     @classmethod
-    def load(cls, path: PathLike) -> "Lock":
+    def load(cls, path: PathLike) -> Lock:
         path = Path(path)
+        redo = "restore it or write a new one with a run"
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"lock file {path} not found; check the path, or drop `lock:` to pull what the cards "
                               "name and write a new lock") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path}: not a readable zoo.lock ({exc}); "
-                              "restore it or write a new one with a run") from None
-        weights = data.get("weights") if isinstance(data, dict) else None
-        if not isinstance(weights, dict) or data.get("version") != LOCK_VERSION:
+            raise ConfigError(f"{path}: not a readable zoo.lock ({exc}); {redo}") from None
+        version = data.get("version") if isinstance(data, dict) else None
+        if version not in (1, LOCK_VERSION) or not isinstance(data.get("weights"), dict):
             raise ConfigError(f"{path}: not a zoo.lock: expected {{\"version\": {LOCK_VERSION}, \"weights\": {{name: "
-                              "{repo_id, revision, filename, sha256}}}}; restore it or write a new one with a run")
-        for name, entry in weights.items():
-            problem = _lock_entry_problem(entry)
-            if problem:
-                raise ConfigError(f"{path}: weights.{name}: {problem}; restore the file or write a new one with a run")
-        return cls(weights, path)
+                              "{repo_id, revision, filename, files: {file: sha256}}}}}; " + redo)
+        schema = _LockFile if version == LOCK_VERSION else _LockFileV1
+        try:
+            lock = schema.model_validate(data)
+        except ValidationError as exc:
+            problems = describe_validation_error(exc, "", schema)
+            raise ConfigError(f"{path}: invalid zoo.lock; {redo}\n{problems}") from None
+        if isinstance(lock, _LockFileV1):
+            return cls({name: LockEntry(repo_id=e.repo_id, revision=e.revision, filename=e.filename,
+                                        files={WEIGHTS_NAME: e.sha256}) for name, e in lock.weights.items()}, path)
+        return cls(lock.weights, path)
 
     def save(self, path: PathLike) -> None:
         """Write atomically, keys sorted: the same weights give the same bytes."""
-        text = json.dumps({"version": LOCK_VERSION, "weights": self.entries}, indent=2, sort_keys=True)
+        weights = {name: entry.model_dump() for name, entry in self.entries.items()}
+        text = json.dumps({"version": LOCK_VERSION, "weights": weights}, indent=2, sort_keys=True)
         atomic_write_text(path, text + "\n")
 
     def add(self, resolved: Resolved) -> None:
         if resolved.repo_id is None:
             raise ValueError(f"{resolved.name!r} is a local model directory: only Hub weights go in a lock")
-        self.entries[resolved.name] = {"repo_id": resolved.repo_id, "revision": resolved.revision,
-                                       "filename": resolved.filename, "sha256": resolved.sha256}
-
-
-def _lock_entry_problem(entry: object) -> str:
-    if not isinstance(entry, dict) or sorted(entry) != sorted(LOCK_FIELDS):
-        return f"expected exactly the fields {', '.join(LOCK_FIELDS)}"
-    if not all(isinstance(entry[key], str) for key in LOCK_FIELDS):
-        return "every field must be a string"
-    if not REPO_RE.match(entry["repo_id"]):
-        return f"repo_id {entry['repo_id']!r} is not ORG/NAME"
-    if not SHA1_RE.match(entry["revision"]):
-        return f"revision {entry['revision']!r} is not a full 40-hex commit id"
-    if not SHA256_RE.match(entry["sha256"]):
-        return f"sha256 {entry['sha256']!r} is not 64 hex digits"
-    return ""
+        self.entries[resolved.name] = LockEntry(repo_id=resolved.repo_id, revision=resolved.revision,
+                                                filename=resolved.filename, files=resolved.files)
 
 
 # --- downloading -------------------------------------------------------------------------------
 
+_warned_config_unpinned: set[tuple[str, str]] = set()  # (who pins, what): warned once per process
 
-def _fetch(card: Card, revision: str, local_dir: Optional[PathLike], pin: Optional[dict] = None,
-           pinned_by: Optional[Path] = None) -> Resolved:
-    hub = _Hub(pin["repo_id"] if pin else card.hub.repo_id, local_dir)
-    filename = pin["filename"] if pin else card.hub.filename
+
+def _fetch(card: Card, revision: str, local_dir: PathLike | None, pin: LockEntry | None = None,
+           pinned_by: Path | None = None) -> Resolved:
+    hub = _Hub(pin.repo_id if pin else card.hub.repo_id, local_dir)
+    filename = pin.filename if pin else card.hub.filename
     if not SHA1_RE.match(revision) and not hub.offline:
-        revision = hub.commit_of(filename, revision)  # both files from one commit, even if the branch moves
+        revision = hub.commit_of(filename, revision)  # every file from one commit, even if the branch moves
     weights = hub.download(filename, revision)
     commit = hub.commit_in_path(weights) or revision
-    where = f"{hub.repo_id}@{commit}/{filename}"
+    where = f"{hub.repo_id}@{commit}"
 
     card_vouches = (hub.repo_id, commit, filename) == (card.hub.repo_id, card.hub.revision, card.hub.filename)
     if pin:
-        expected, vouched_by = pin["sha256"], f"pinned by the lock {pinned_by or ''}".rstrip()
-    elif card_vouches and card.hub.sha256:
-        expected, vouched_by = card.hub.sha256, f"card {card.name!r}"
+        expected, vouched_by = dict(pin.files), f"pinned by the lock {pinned_by or ''}".rstrip()
+    elif card_vouches:
+        expected, vouched_by = card.hub.hashes(), f"card {card.name!r}"
     else:
-        expected, vouched_by = None, ""
+        expected, vouched_by = {}, ""
 
-    size = weights.stat().st_size
-    if card_vouches and card.hub.size and size != card.hub.size:
+    if card_vouches and card.hub.size and weights.stat().st_size != card.hub.size:
+        size = weights.stat().st_size
         _remove_download(weights)
-        raise DataError(f"size mismatch for {where}: expected {card.hub.size} bytes (card {card.name!r}), "
-                        f"found {size}; "
-                        "the file was removed from the cache and nothing was loaded; pull again, and if it persists "
-                        "the repository does not hold what the card names: tell the card's maintainers")
-    found = hub.sha256(weights)
+        raise DataError(f"size mismatch for {where}/{filename}: expected {card.hub.size} bytes (card {card.name!r}), "
+                        f"found {size}; the file was removed from the cache and nothing was loaded; pull again, and "
+                        "if it persists the repository does not hold what the card names: tell the card's maintainers")
+    # The weights are checked before config.json is asked for: a bad download stops at the first file.
+    found = {WEIGHTS_NAME: _verified_sha256(hub, weights, expected.get(WEIGHTS_NAME), f"{where}/{filename}",
+                                            vouched_by, pin is not None)}
+    config_file = posixpath.join(posixpath.dirname(filename), CONFIG_NAME)
+    config_path = hub.download(config_file, commit)
+    found[CONFIG_NAME] = _verified_sha256(hub, config_path, expected.get(CONFIG_NAME), f"{where}/{config_file}",
+                                          vouched_by, pin is not None)
+
+    # Another revision than the card's is vouched for by the card's hashes when its bytes are the same.
+    vouching = expected or card.hub.hashes()
+    vouched = tuple(name for name, sha in found.items() if vouching.get(name) == sha)
+    verified = len(vouched) == len(found)
+    if not verified:
+        _warn_unverified(card, found, vouching, f"{where}/{filename}", f"{where}/{config_file}",
+                         pinned_by if pin else None)
+    _check_config_fits_card(card, config_path, f"{where}/{config_file}")
+    return Resolved(card.name, weights.parent, hub.repo_id, commit, filename, found[WEIGHTS_NAME], verified, found,
+                    vouched)
+
+
+def _verified_sha256(hub: _Hub, path: Path, expected: str | None, where: str, vouched_by: str,
+                     pinned: bool) -> str:
+    """The file's sha256; a mismatch with ``expected`` removes the file from the cache and is an error."""
+    found = hub.sha256(path)
     if expected and found != expected:
-        _remove_download(weights)
+        _remove_download(path)
         raise DataError(f"sha256 mismatch for {where}: expected {expected} ({vouched_by}), found {found}; "
                         "the file was removed from the cache and nothing was loaded; pull again, and if it persists "
                         "the repository does not hold what the "
-                        + ("lock pins: check the lock or write a new one" if pin else
+                        + ("lock pins: check the lock or write a new one" if pinned else
                            "card names: tell the card's maintainers"))
-    verified = bool(expected) or (bool(card.hub.sha256) and found == card.hub.sha256)
-    if not verified:
-        reason = (f"card {card.name!r} is marked verified: false (third-party weights), so {where} was not checked "
-                  "against a published hash" if not card.hub.sha256 else
-                  f"{where} is not the file card {card.name!r} names ({card.hub.repo_id}@{card.hub.revision}/"
-                  f"{card.hub.filename}), so the card's sha256 does not vouch for it")
-        warnings.warn(f"{reason}; it has sha256 {found}: a zoo.lock records it so that later runs get these "
-                      "exact bytes", UnverifiedWeightsWarning, stacklevel=3)
+    return found
 
-    config_path = hub.download(posixpath.join(posixpath.dirname(filename), CONFIG_NAME), commit)
+
+def _warn_unverified(card: Card, found: dict[str, str], vouching: dict[str, str], weights_at: str, config_at: str,
+                     pinned_by: Path | None) -> None:
+    """Say which files nothing vouched for, and their sha256 (a lock records them so later runs get these bytes)."""
+    if set(vouching) == {WEIGHTS_NAME} and vouching[WEIGHTS_NAME] == found[WEIGHTS_NAME]:
+        # an older card or lock: it pins the weights only; said once per card or lock and repository
+        who = f"the lock {pinned_by}" if pinned_by else f"card {card.name!r}"
+        if (who, config_at) in _warned_config_unpinned:
+            return
+        _warned_config_unpinned.add((who, config_at))
+        remedy = ("write a new lock with a run" if pinned_by else
+                  "ask its maintainers for a card with hub.files (zoo push prints one)")
+        warnings.warn(f"{who} pins only the weights' sha256, so {config_at} (the architecture and the class names) "
+                      f"is unverified; it has sha256 {found[CONFIG_NAME]}; {remedy}", UnverifiedWeightsWarning,
+                      stacklevel=4)
+        return
+    if not vouching:
+        reason = (f"card {card.name!r} is marked verified: false (third-party weights), so {weights_at} and "
+                  f"{CONFIG_NAME} were not checked against published hashes")
+    else:
+        reason = (f"{weights_at} is not the file card {card.name!r} names ({card.hub.repo_id}@{card.hub.revision}/"
+                  f"{card.hub.filename}), so the card's hashes do not vouch for it")
+    shown = ", ".join(f"{name} has sha256 {sha}" for name, sha in found.items() if vouching.get(name) != sha)
+    warnings.warn(f"{reason}; {shown}: a zoo.lock records them so that later runs get these exact bytes",
+                  UnverifiedWeightsWarning, stacklevel=4)
+
+
+def _check_config_fits_card(card: Card, config_path: Path, where: str) -> None:
+    """config.json must describe the card's model and classes (whatever vouched for it, this costs nothing)."""
     config = read_model_config(config_path.parent)
-    num_classes = config["model"].get("num_classes")
-    if num_classes != card.num_classes:
-        raise DataError(f"{where}: its {CONFIG_NAME} describes a model of {num_classes} classes, card {card.name!r} "
-                        f"says {card.num_classes}; the card does not belong to this repository")
-    return Resolved(card.name, weights.parent, hub.repo_id, commit, filename, found, verified)
+    try:
+        model = ModelSpec.parse(config["model"])
+    except ConfigError as exc:
+        raise DataError(f"{where} does not describe a model: {exc}") from None
+    problem = ""
+    if model.num_classes != card.num_classes:
+        problem = f"describes a model of {model.num_classes} classes, card {card.name!r} says {card.num_classes}"
+    elif model != card.model.config:
+        problem = f"describes another architecture than card {card.name!r} (its model.config)"
+    elif config.get("class_names") is not None and config["class_names"] != card.class_names:
+        problem = f"names other classes than card {card.name!r} (or in another order)"
+    if problem:
+        raise DataError(f"{where}: its {CONFIG_NAME} {problem}; the card does not belong to these files: tell the "
+                        "card's maintainers")
 
 
 class _Hub:
     """One repository on the endpoint, with the cache and the settings of this call."""
 
-    def __init__(self, repo_id: str, local_dir: Optional[PathLike]):
+    def __init__(self, repo_id: str, local_dir: PathLike | None):
         self.repo_id = repo_id
         self.endpoint = hub_endpoint()
         self.cache_dir = hub_cache_dir()
@@ -258,7 +390,7 @@ class _Hub:
             url = hf_hub_url(self.repo_id, filename, revision=revision, endpoint=self.endpoint)
             return get_hf_file_metadata(url, token=self.token).commit_hash
 
-    def commit_in_path(self, path: Path) -> Optional[str]:
+    def commit_in_path(self, path: Path) -> str | None:
         """The commit of a cached file: ``<cache>/models--org--name/snapshots/<commit>/<filename>``."""
         if self.local_dir is not None:
             return None
@@ -288,9 +420,15 @@ class _Hub:
     @contextlib.contextmanager
     def _errors(self, filename: str, revision: str, downloading: bool) -> Iterator[None]:
         """Turn the Hub client's exceptions into messages that say what to do."""
-        from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
-                                            LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError,
-                                            RevisionNotFoundError)
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            GatedRepoError,
+            HfHubHTTPError,
+            LocalEntryNotFoundError,
+            OfflineModeIsEnabled,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
 
         where = f"{self.repo_id}@{revision}/{filename}"
         repo = f"repository {self.repo_id}"

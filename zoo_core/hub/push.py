@@ -9,18 +9,19 @@ the bytes that were uploaded.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
 import yaml
 from pydantic import ValidationError
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, describe_validation_error
 from ..plugins import CORE_DISTRIBUTION, core_version
 from .cards import NAME_RE, REPO_RE, Card, Metrics
 from .client import file_sha256, hub_endpoint, hub_offline, transport_errors
@@ -65,11 +66,13 @@ def push(run_dir: Path, repo_id: str, *, create_pr: bool = False, private: bool 
         raise ConfigError("--private needs a token: set HF_TOKEN (a private repo is invisible without one)")
 
     weights, config = _read_model(run_dir)
+    config_bytes = (run_dir / CONFIG_NAME).read_bytes()  # hashed and uploaded: the card pins what was sent
     sha256, size = file_sha256(weights), weights.stat().st_size
+    files = {CONFIG_NAME: hashlib.sha256(config_bytes).hexdigest(), WEIGHTS_NAME: sha256}
     if metrics_path is None and (run_dir / METRICS_NAME).is_file():
         metrics_path = run_dir / METRICS_NAME
     metrics = read_metrics(Path(metrics_path)) if metrics_path is not None else None
-    card = build_card(name, repo_id, config, sha256, size, metrics, license, run_dir)
+    card = build_card(name, repo_id, config, files, size, metrics, license, run_dir)
     readme = model_card_readme(card)
 
     endpoint = hub_endpoint()
@@ -80,7 +83,7 @@ def push(run_dir: Path, repo_id: str, *, create_pr: bool = False, private: bool 
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         info = api.create_commit(
             repo_id,
-            [CommitOperationAdd(CONFIG_NAME, (run_dir / CONFIG_NAME).read_bytes()),
+            [CommitOperationAdd(CONFIG_NAME, config_bytes),
              CommitOperationAdd(WEIGHTS_NAME, weights),
              CommitOperationAdd(README_NAME, readme.encode("utf-8"))],
             commit_message=f"Upload {name} with zoo push",
@@ -134,7 +137,7 @@ def read_metrics(path: Path) -> Metrics:
         raise DataError(f"{path}: metrics must be fractions in 0..1: {exc.errors()[0]['msg']}") from None
 
 
-def build_card(name: str, repo_id: str, config: dict, sha256: str, size: int, metrics: Optional[Metrics],
+def build_card(name: str, repo_id: str, config: dict, files: dict[str, str], size: int, metrics: Metrics | None,
                license: str, run_dir: Path) -> Card:
     model = config["model"]
     if "class_names" not in config:
@@ -149,7 +152,7 @@ def build_card(name: str, repo_id: str, config: dict, sha256: str, size: int, me
         "model": {"config": model},
         "num_classes": model["num_classes"],
         "class_names": config["class_names"],
-        "hub": {"repo_id": repo_id, "revision": PLACEHOLDER_REVISION, "filename": WEIGHTS_NAME, "sha256": sha256,
+        "hub": {"repo_id": repo_id, "revision": PLACEHOLDER_REVISION, "filename": WEIGHTS_NAME, "files": files,
                 "size": size},
         "metrics": metrics.model_dump() if metrics else None,
         "recipe": config.get("train") or "",
@@ -158,8 +161,8 @@ def build_card(name: str, repo_id: str, config: dict, sha256: str, size: int, me
     try:
         return Card.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"the card for {run_dir} does not validate: {problems}") from None
+        raise ConfigError(f"the card for {run_dir} does not validate:\n"
+                          f"{describe_validation_error(exc, '', Card)}") from None
 
 
 def _plugin_distribution(config: dict, run_dir: Path) -> str:
@@ -180,26 +183,27 @@ def _summary(model: dict) -> str:
 
 
 def model_card_readme(card: Card) -> str:
-    """README.md for the Hub: YAML front matter (library, tags, datasets, license, model-index) and a body."""
-    front: dict[str, Any] = {"library_name": "zoo", "license": card.license, "tags": TAGS, "datasets": ["vspw"],
-                             "pipeline_tag": "image-segmentation"}
+    """README.md for the Hub: a ``huggingface_hub.ModelCard`` whose metadata names the library, tags,
+    datasets, license and, with metrics, the model-index; its body says how to pull and run the model."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
     shown = []
     if card.metrics:
         labels = {"miou": "mIoU", "miou_tta": "mIoU (TTA)", "mvc8": "mVC8", "mvc16": "mVC16"}
         shown = [(labels[k], k, v) for k, v in card.metrics.model_dump().items() if k in labels and v is not None]
-        front["model-index"] = [{"name": card.name, "results": [{
-            "task": {"type": "image-segmentation", "name": "Video scene parsing"},
-            "dataset": {"type": "vspw", "name": "VSPW", "split": card.metrics.split},
-            "metrics": [{"type": key, "name": label, "value": round(value, 6)} for label, key, value in shown]}]}]
+    results = [EvalResult(task_type="image-segmentation", task_name="Video scene parsing", dataset_type="vspw",
+                          dataset_name="VSPW", dataset_split=card.metrics.split, metric_type=key, metric_name=label,
+                          metric_value=round(value, 6))
+               for label, key, value in shown]
+    metadata = ModelCardData(library_name="zoo", license=card.license, tags=TAGS, datasets=["vspw"],
+                             pipeline_tag="image-segmentation", model_name=card.name if results else None,
+                             eval_results=results or None)
     requirement = f"{card.plugin.distribution}>={card.plugin.min_version}"
-    readme = f"""---
-{yaml.safe_dump(front, sort_keys=False).rstrip()}
----
-
+    body = f"""
 # {card.name}
 
 A video scene parsing model for the zoo toolkit: {card.summary}. The architecture (components and
-their arguments) is in `{CONFIG_NAME}`; the weights are `{WEIGHTS_NAME}` (sha256 `{card.hub.sha256}`,
+their arguments) is in `{CONFIG_NAME}`; the weights are `{WEIGHTS_NAME}` (sha256 `{card.hub.weights_sha256}`,
 {card.hub.size} bytes).
 
 ## Use
@@ -223,11 +227,11 @@ or in Python: `model = zoo_core.load("{card.name}")`.
 """
     if shown:
         rows = "\n".join(f"| {label} | {100 * value:.2f} |" for label, _, value in shown)
-        readme += f"\n## Results ({card.metrics.split} split, %)\n\n| metric | value |\n|---|---|\n{rows}\n"
+        body += f"\n## Results ({card.metrics.split} split, %)\n\n| metric | value |\n|---|---|\n{rows}\n"
     if card.recipe:
         recipe = card.recipe if isinstance(card.recipe, str) else yaml.safe_dump(card.recipe, sort_keys=False).strip()
-        readme += f"\n## Training recipe\n\n```yaml\n{recipe}\n```\n"
-    return readme
+        body += f"\n## Training recipe\n\n```yaml\n{recipe}\n```\n"
+    return str(ModelCard(f"---\n{metadata.to_yaml()}\n---\n{body}"))
 
 
 @contextlib.contextmanager

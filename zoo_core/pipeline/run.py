@@ -4,93 +4,293 @@ A stream, one video at a time and one frame at a time: nothing holds a video's
 probabilities. Every file is written atomically; a video counts as finished once its
 statistics file ``state/<video>.npz`` exists, so a rerun into the same directory skips
 finished videos and redoes the one that was interrupted.
+
+``pipeline.json`` is the run's identity: the pipeline, the sha256 of each model's
+``config.json`` and weights (with their size and time, so an unchanged file is not hashed
+again) and the provenance of every component. A rerun resumes only when the pipeline and
+every model file match; results of different pipelines or weights never mix.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
 from tqdm import tqdm
 
+from ..catalog import bind_component
 from ..data.vspw import VSPWDataset, normalize
-from ..errors import ConfigError
+from ..errors import ConfigError, error_location
 from ..evaluation.confusion import write_confusion
 from ..evaluation.evaluator import StreamingEvaluator, VideoStats
 from ..fileio import atomic_write_text
-from ..hub.client import LOCK_NAME, Lock, resolve_weights
-from ..model_dir import load_model_dir
+from ..hub.client import LOCK_NAME, Lock, file_sha256, resolve_weights
 from ..inference.predictor import ModelRunner, Predictor
-from ..runtime import resolve_device
 from ..inference.sinks import PngWriter, overlay, prefetch
+from ..interfaces import BindContext
+from ..model_dir import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    ModelSpec,
+    describe_model,
+    load_model_dir,
+    model_components,
+    provenance,
+    read_model_config,
+)
 from ..plugins import get_catalog
+from ..runtime import resolve_amp, resolve_device
 from .report import write_report
-from .schema import Pipeline
+from .schema import Pipeline, PipelineModel
 
 STATE_DIR = "state"
 PRED_DIR = "pred"
+STAMP_NAME = "pipeline.json"  # the run's identity: fingerprint, pipeline, model hashes, provenance
+MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 
 
-def build_predictor(pipeline: Pipeline, device: torch.device) -> tuple[Predictor, list[str], int, Lock]:
-    """Resolve and load every model, wrap it in its TTA policy; check they agree on the classes.
+@dataclass
+class PreparedModel:
+    """A pipeline model before its weights load: where they are and what its ``config.json`` says."""
 
-    Returns the lock of the weights that came from registry cards (repo, revision, sha256).
+    spec: PipelineModel
+    path: Path
+    config: dict
+    label: str  # how messages name it: model 'swin' (backbone 'timm', heads ... from zoo-core 0.1.0)
+
+
+def prepare_models(pipeline: Pipeline, dataset: VSPWDataset) -> tuple[list[PreparedModel], list[str], int, Lock]:
+    """Resolve every model's weights and read its ``config.json`` (no weights load); check they agree on the classes.
+
+    Returns the models, the class names (the first model's, else the dataset's), the number
+    of classes and the lock of the weights that came from registry cards (repo, revision, sha256).
     """
     if not pipeline.models:
-        raise ConfigError("models: the pipeline names no trained model to run; add `models: [{name: ..., weights: DIR}]`")
-    catalog = get_catalog()
+        raise ConfigError("models: the pipeline names no trained model to run; "
+                          "add `models: [{name: ..., weights: DIR}]`")
     pinned = Lock.load(pipeline.lock) if pipeline.lock else None
     used = Lock()
-    runners, class_names, num_classes = [], None, None
+    prepared, class_names, num_classes = [], None, None
     for i, spec in enumerate(pipeline.models):
         resolved = resolve_weights(spec.weights, pinned)
         if resolved.repo_id:
             used.add(resolved)
-        model, config = load_model_dir(resolved.path, device=device)
-        model.eval()
-        names = config.get("class_names")
-        n = config["model"]["num_classes"]
+        config = read_model_config(resolved.path)
+        model_spec = ModelSpec.parse(config["model"], f"{resolved.path / CONFIG_NAME}: model")
+        names, n = config.get("class_names"), model_spec.num_classes
         if num_classes is not None and (n != num_classes or names != class_names):
             raise ConfigError(f"models[{i}] ({spec.name}): predicts {n} classes, unlike models[0] ({num_classes}); "
                               "an ensemble needs models trained on the same label set")
         num_classes, class_names = n, names
+        prepared.append(PreparedModel(spec, resolved.path, config, describe_model(spec.name, model_spec)))
+    return prepared, list(class_names or dataset.class_names), num_classes, used
+
+
+def build_components(pipeline: Pipeline, context: BindContext) -> tuple[list[tuple[Any, str]], tuple[Any, str]]:
+    """Build each model's TTA policy and the ensembler, with their labels, and bind them to ``context``.
+
+    The ensembler is built and bound for a one-model pipeline too (where it is never called), so
+    arguments that do not fit the pipeline fail here, before any model loads.
+    """
+    catalog = get_catalog()
+    ttas = []
+    for i, spec in enumerate(pipeline.models):
         tta = catalog.build("tta", spec.tta.type, spec.tta.args)
-        runners.append(ModelRunner(spec.name, model, tta, device, pipeline.runtime.amp))
+        label = f"{catalog.get('tta', spec.tta.type).describe()} of model {spec.name!r}"
+        bind_component(tta, label, replace(context, kind="tta", where=f"models[{i}].tta"))
+        ttas.append((tta, label))
     ensembler = catalog.build("ensembler", pipeline.ensemble.type, pipeline.ensemble.args)
-    return Predictor(runners, ensembler), class_names, num_classes, used
+    label = catalog.get("ensembler", pipeline.ensemble.type).describe()
+    bind_component(ensembler, label, replace(context, kind="ensembler", where="ensemble"))
+    return ttas, (ensembler, label)
 
 
-def _claim_output(out: Path, pipeline: Pipeline) -> None:
-    """Refuse to mix results of different pipelines in one directory."""
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = out / "pipeline.json"
-    fingerprint = pipeline.fingerprint()
-    if stamp.exists():
-        previous = json.loads(stamp.read_text()).get("fingerprint")
-        if previous != fingerprint:
-            raise ConfigError(f"{out} holds the results of a different pipeline (fingerprint {previous}, now "
-                              f"{fingerprint}); choose another --out or delete {out} to start over")
+def run_provenance(pipeline: Pipeline, models: list[PreparedModel]) -> dict:
+    """Who provided each component of the run: every model's backbone and heads, its TTA policy, the ensembler."""
+    components = []
+    for i, model in enumerate(models):
+        components += model_components(model.config["model"], f"models[{i}]")
+        components.append((f"models[{i}].tta", "tta", model.spec.tta.type))
+    components.append(("ensemble", "ensembler", pipeline.ensemble.type))
+    return provenance(components)
+
+
+# -- the run directory: what it holds must come from one pipeline and one set of weights ---------------
+
+
+def read_stamp(out: Path) -> dict | None:
+    """``out/pipeline.json`` of an earlier run, or None; a clear error for a file no run wrote."""
+    path = out / STAMP_NAME
+    if not path.exists():
+        return None
+    try:
+        stamp = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path} is unreadable ({exc}); it is not the record of a `zoo run`: "
+                          f"choose another --out, or delete {out} to start over") from None
+    if not isinstance(stamp, dict) or not isinstance(stamp.get("fingerprint"), str):
+        raise ConfigError(f"{path} is not the record of a `zoo run` (expected an object with a 'fingerprint'); "
+                          f"choose another --out, or delete {out} to start over")
+    return stamp
+
+
+def model_contents(models: list[PreparedModel], stamp: dict | None) -> dict[str, dict]:
+    """``{model: {"path", "files": {file: {sha256, size, mtime_ns}}}}`` of each model's ``config.json`` and weights.
+
+    A file whose path, size and modification time match the earlier run's record keeps its
+    stored sha256 (hashing 1 GB of weights takes seconds); any other file is hashed, once per run.
+    """
+    before = (stamp or {}).get("models")
+    before = before if isinstance(before, dict) else {}
+    record = {}
+    for model in models:
+        path = str(model.path.resolve())
+        known = before.get(model.spec.name)
+        known_files = known.get("files", {}) if isinstance(known, dict) and known.get("path") == path else {}
+        files = {}
+        for name in MODEL_FILES:
+            stat = (model.path / name).stat()
+            entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            old = known_files.get(name)
+            if isinstance(old, dict) and all(old.get(k) == v for k, v in entry.items()) and old.get("sha256"):
+                files[name] = {"sha256": old["sha256"], **entry}
+            else:
+                files[name] = {"sha256": file_sha256(model.path / name), **entry}
+        record[model.spec.name] = {"path": path, "files": files}
+    return record
+
+
+def run_fingerprint(pipeline: Pipeline, contents: dict[str, dict]) -> str:
+    """The pipeline's fingerprint and the sha256 of every file of every model: what a resumed run must share."""
+    data = json.dumps({"pipeline": pipeline.fingerprint(), "models": _file_hashes(contents)}, sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def _file_hashes(contents: Any) -> dict[str, dict[str, str]]:
+    """``{model: {file: sha256}}`` of a :func:`model_contents` record (empty for a record an older run lacks)."""
+    if not isinstance(contents, dict):
+        return {}
+    return {model: {name: f.get("sha256") for name, f in entry["files"].items() if isinstance(f, dict)}
+            for model, entry in contents.items() if isinstance(entry, dict) and isinstance(entry.get("files"), dict)}
+
+
+def finished_videos(out: Path) -> list[str]:
+    """Videos whose marker exists: statistics (``state/V.npz``) or, without evaluation, ``state/V.done``."""
+    state = out / STATE_DIR
+    return sorted(p.stem for p in state.glob("*") if p.suffix in (".npz", ".done")) if state.is_dir() else []
+
+
+def _claim_output(out: Path, pipeline: Pipeline, stamp: dict | None, contents: dict[str, dict], record: dict,
+                  log: Callable[[str], None]) -> None:
+    """Make ``out`` this run's: resume the same run, start over where nothing finished, refuse to mix results.
+
+    A run is the same when the pipeline's fingerprint and the sha256 of every model file match.
+    A plugin or zoo-core version that changed since only warns: the results may differ slightly.
+    """
+    fingerprint = run_fingerprint(pipeline, contents)
+    if stamp is not None and stamp["fingerprint"] == fingerprint:
+        _warn_version_changes(out, stamp.get("provenance"), record, log)
+        # Keep the record of the run that started the directory; refresh the files' size and time only.
+        atomic_write_text(out / STAMP_NAME, json.dumps(dict(stamp, models=contents), indent=2))
         return
-    atomic_write_text(stamp, json.dumps({"fingerprint": fingerprint, "pipeline": pipeline.model_dump(mode="json")}, indent=2))
+    if stamp is not None:
+        finished = finished_videos(out)
+        reason = _difference(stamp, pipeline, contents)
+        if finished:
+            raise ConfigError(f"{out} holds {len(finished)} finished video(s) of {reason}; results must not mix: "
+                              f"choose another --out, or delete {out} to start over")
+        log(f"{out}: no video of the earlier run had finished; starting over for this pipeline")
+        _clear_unfinished(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / STAMP_NAME, json.dumps({
+        "fingerprint": fingerprint, "pipeline_fingerprint": pipeline.fingerprint(),
+        "pipeline": pipeline.model_dump(mode="json"), "models": contents, "provenance": record}, indent=2))
     atomic_write_text(out / "pipeline.yaml", yaml.safe_dump(pipeline.model_dump(mode="json"), sort_keys=False))
 
 
+def _difference(stamp: dict, pipeline: Pipeline, contents: dict[str, dict]) -> str:
+    """What makes the earlier run in a directory another one: its pipeline, or the content of a model."""
+    previous = stamp.get("pipeline_fingerprint", stamp["fingerprint"])  # older runs stamped the pipeline alone
+    if previous != pipeline.fingerprint():
+        return f"a different pipeline (fingerprint {previous}, now {pipeline.fingerprint()})"
+    before, now = _file_hashes(stamp.get("models")), _file_hashes(contents)
+    changes = []
+    for model, files in now.items():
+        for name, sha256 in files.items():
+            old = before.get(model, {}).get(name)
+            if old != sha256:
+                was = f"sha256 {old[:12]}..." if isinstance(old, str) else "not recorded"
+                changes.append(f"model {model!r}: {contents[model]['path']}/{name} has changed ({was} then, "
+                               f"sha256 {sha256[:12]}... now)")
+    return "the same pipeline with other weights: " + "; ".join(changes)
+
+
+def _warn_version_changes(out: Path, before: Any, now: dict, log: Callable[[str], None]) -> None:
+    if not isinstance(before, dict):
+        return
+
+    def versions(record: dict) -> dict[str, str]:
+        found = {"zoo-core": f"zoo-core {record.get('zoo-core')}"}
+        for c in record.get("components", []):
+            if isinstance(c, dict):
+                what = f"{c.get('kind')} {c.get('name')!r} at {c.get('where')}"
+                found[what] = f"{c.get('distribution')} {c.get('version')}"
+        return found
+
+    old, new = versions(before), versions(now)
+    changed = [f"{what}: {old[what]} then, {new[what]} now" for what in new if what in old and old[what] != new[what]]
+    if changed:
+        log(f"warning: {out} was started with other versions ({'; '.join(changed)}); its finished videos keep "
+            "their predictions: delete it to predict everything with the installed versions")
+
+
+def _clear_unfinished(out: Path) -> None:
+    """Remove what an earlier run left without finishing any video: its PNGs and its lock."""
+    pred = out / PRED_DIR
+    for png in pred.glob("*/*.png"):
+        png.unlink()
+    for folder in pred.glob("*"):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    (out / LOCK_NAME).unlink(missing_ok=True)
+
+
 def run_pipeline(pipeline: Pipeline, out: Path, log=print) -> dict:
-    """Run the pipeline into ``out``; returns the metrics (empty when there is nothing to evaluate)."""
+    """Run the pipeline into ``out``; returns the metrics (empty when there is nothing to evaluate).
+
+    Everything that can be checked is checked before ``out`` is created or a model loads:
+    the data, each model's config.json and classes, the components' arguments (``bind``).
+    """
     out = Path(out)
     device = resolve_device(pipeline.runtime.device)
     if pipeline.runtime.threads:
         torch.set_num_threads(pipeline.runtime.threads)
     dataset = VSPWDataset(pipeline.data.root, pipeline.data.split)
     videos = _select_videos(dataset, pipeline)
-    predictor, class_names, num_classes, lock = build_predictor(pipeline, device)
-    class_names = class_names or dataset.class_names
-    _claim_output(out, pipeline)
+    models, class_names, num_classes, lock = prepare_models(pipeline, dataset)
+    context = BindContext(model_names=tuple(m.spec.name for m in models), class_names=tuple(class_names),
+                          num_classes=num_classes, device=device)
+    ttas, (ensembler, ensembler_label) = build_components(pipeline, context)
+    record = run_provenance(pipeline, models)
+    stamp = read_stamp(out)
+    _claim_output(out, pipeline, stamp, model_contents(models, stamp), record, log)
     if lock.entries:  # what exactly was run, next to the results
         lock.save(out / LOCK_NAME)
+
+    amp = resolve_amp(pipeline.runtime.amp, device, log)  # auto: bf16 only where the device computes it natively
+    runners = []
+    for model, (tta, tta_label) in zip(models, ttas):
+        network, _ = load_model_dir(model.path, device=device)
+        runners.append(ModelRunner(model.spec.name, network.eval(), tta, device, amp,
+                                   model.label, tta_label))
+    predictor = Predictor(runners, ensembler, ensembler_label)
 
     evaluator = StreamingEvaluator(num_classes, tuple(pipeline.eval.windows)) if pipeline.eval.enabled else None
     writer = PngWriter(pipeline.output.png_compress_level)
@@ -114,7 +314,8 @@ def run_pipeline(pipeline: Pipeline, out: Path, log=print) -> dict:
                 evaluator.start_video(video)
             for index, frame in enumerate(prefetch(dataset.iter_video(video))):
                 images = normalize(frame.image).unsqueeze(0).to(device)
-                labels = predictor(images)[0].cpu().numpy()
+                with error_location(f"on video {video} frame {frame.ref.name}"):
+                    labels = predictor(images)[0].cpu().numpy()
                 writer.submit(out / PRED_DIR / video / f"{frame.ref.name}.png", labels)
                 if evaluator is not None and frame.mask is not None:
                     evaluator.update(labels, frame.mask, source=f"{video}/{frame.ref.name}")
@@ -139,7 +340,7 @@ def run_pipeline(pipeline: Pipeline, out: Path, log=print) -> dict:
     metrics: dict = {}
     if evaluator is not None and evaluator.evaluated_frames:
         metrics = evaluator.result(class_names)
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+        atomic_write_text(out / "metrics.json", json.dumps(dict(metrics, provenance=record), indent=2))
         write_confusion(out / "confusion.json", evaluator.confusion_matrix, class_names)
         write_report(out / "report", metrics, evaluator.confusion_matrix, class_names, overlays)
     elif evaluator is not None:
@@ -152,7 +353,8 @@ def _select_videos(dataset: VSPWDataset, pipeline: Pipeline) -> list[str]:
     if pipeline.data.videos:
         unknown = [v for v in pipeline.data.videos if v not in set(videos)]
         if unknown:
-            raise ConfigError(f"data.videos: {', '.join(unknown)} not in split {pipeline.data.split!r} of {dataset.root}")
+            raise ConfigError(f"data.videos: {', '.join(unknown)} not in split {pipeline.data.split!r} "
+                              f"of {dataset.root}")
         videos = list(pipeline.data.videos)
     if pipeline.data.max_videos:
         videos = videos[: pipeline.data.max_videos]

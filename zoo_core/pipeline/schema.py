@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from ..errors import ConfigError, ZooError, describe_validation_error
-from ..model_dir import ComponentSpec, ModelSpec
+from ..model_spec import ComponentSpec, ModelSpec
 
 
 class Strict(BaseModel):
@@ -69,7 +69,7 @@ class EvalSpec(Strict):
 
 class RuntimeSpec(Strict):
     device: str = "cpu"
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"  # auto: bf16 where the device computes it natively
     threads: int | None = Field(None, ge=1)
     progress: bool = True
 
@@ -161,9 +161,12 @@ def load_pipeline(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
     """Read, override, validate (structure, then component names against the catalog)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read pipeline {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                          "save the pipeline as UTF-8") from None
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:

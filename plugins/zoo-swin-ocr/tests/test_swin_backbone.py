@@ -11,22 +11,28 @@ import yaml
 from zoo_swin_ocr import PRESETS, model_config
 
 from zoo_core.errors import ConfigError
-from zoo_core.plugins import load_registry
+from zoo_core.testing import check_backbone
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # this distribution's own folder
 
 
 @pytest.fixture(scope="module")
-def catalog():
-    return load_registry(strict=True).catalog
+def catalog(zoo_registry):
+    return zoo_registry.catalog  # this distribution's plugins only, loaded strictly: a broken plugin fails the tests
 
 
-def test_registered_with_its_command(catalog):
+def test_registered_with_its_command(catalog, zoo_cli):
     entry = catalog.get("backbone", "swin")
     assert (entry.distribution, entry.version) == ("zoo-swin-ocr", "0.1.0")
-    registry = load_registry(strict=True)
-    commands = [c.name for impl in registry.manager.hook.zoo_commands.get_hookimpls() for c in impl.function()]
-    assert "deepen" in commands
+    result = zoo_cli("deepen", "--help")
+    assert result.exit_code == 0, result.output
+    assert "Add Swin blocks to a trained model" in result.stdout
+
+
+def test_mini_keeps_the_backbone_contract(catalog):
+    # Odd input sizes, batches of 1 and 2, eval and train mode, gradients to every parameter, inputs untouched.
+    report = check_backbone(catalog.get("backbone", "swin").factory, name="swin", preset="swin-mini")
+    assert (report.kind, report.name) == ("backbone", "swin") and report.checked
 
 
 @pytest.mark.parametrize("size", [(64, 96), (50, 70)])
@@ -36,7 +42,8 @@ def test_mini_maps_at_strides_8_16_32_of_any_input(catalog, size):
     with torch.no_grad():
         maps = backbone(torch.randn(1, 3, *size))
     assert [tuple(m.shape) for m in maps] == [
-        (1, c, math.ceil(size[0] / s), math.ceil(size[1] / s)) for c, s in zip([64, 128, 256], [8, 16, 32])]
+        (1, c, math.ceil(size[0] / s), math.ceil(size[1] / s)) for c, s in zip([64, 128, 256], [8, 16, 32])
+    ]
 
 
 def test_presets_have_the_report_architecture(catalog):
@@ -69,8 +76,9 @@ def test_overrides_and_their_errors(catalog):
         catalog.build("backbone", "swin", {"preset": "swin-mini", "drop_path_rate": 1.5})
 
 
-@pytest.mark.parametrize("args", [{"preset": "swin-l-deep"}, {"preset": "swin-l", "depths": [2, 2, 20, 2]},
-                                  {"preset": "swin-mini"}])
+@pytest.mark.parametrize(
+    "args", [{"preset": "swin-l-deep"}, {"preset": "swin-l", "depths": [2, 2, 20, 2]}, {"preset": "swin-mini"}]
+)
 def test_pretrained_only_for_the_architecture_of_the_weights(catalog, args):
     # Refused before timm is asked for anything: no download is attempted.
     with pytest.raises(ConfigError, match="ImageNet weights exist for swin-l's own architecture only.*zoo deepen"):
@@ -99,5 +107,6 @@ def test_deep_presets_only_add_blocks():
     for name in ("swin-l", "swin-mini"):
         base, deep = PRESETS[name], PRESETS[f"{name}-deep"]
         assert [b - a for a, b in zip(base.depths, deep.depths)] == [2, 4, 2, 2]
-        assert {k: v for k, v in vars(base).items() if k not in ("depths", "summary", "pretrainable")} == \
-               {k: v for k, v in vars(deep).items() if k not in ("depths", "summary", "pretrainable")}
+        assert {k: v for k, v in vars(base).items() if k not in ("depths", "summary", "pretrainable")} == {
+            k: v for k, v in vars(deep).items() if k not in ("depths", "summary", "pretrainable")
+        }

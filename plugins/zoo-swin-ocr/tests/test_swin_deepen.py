@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
 from safetensors.torch import load_file
 from zoo_swin_ocr import model_config
 from zoo_swin_ocr.deepen import (
@@ -17,10 +16,8 @@ from zoo_swin_ocr.deepen import (
     new_blocks,
 )
 
-from zoo_core.cli import main
-from zoo_core.model_dir import build_segmentor
 from zoo_core.errors import ConfigError, DataError
-from zoo_core.model_dir import load_model_dir, save_model_dir
+from zoo_core.model_dir import build_segmentor, load_model_dir, save_model_dir
 
 OLD, NEW = (2, 2, 2, 2), (4, 6, 4, 4)
 
@@ -52,9 +49,18 @@ def saved_mini(tmp_path_factory, mini):
 
 def test_new_blocks_follow_parity():
     # Appended after the old blocks; even indices copy old block 0 (plain windows), odd ones block 1 (shifted).
-    assert new_blocks(OLD, NEW) == [(0, 2, 0), (0, 3, 1),
-                                    (1, 2, 0), (1, 3, 1), (1, 4, 0), (1, 5, 1),
-                                    (2, 2, 0), (2, 3, 1), (3, 2, 0), (3, 3, 1)]
+    assert new_blocks(OLD, NEW) == [
+        (0, 2, 0),
+        (0, 3, 1),
+        (1, 2, 0),
+        (1, 3, 1),
+        (1, 4, 0),
+        (1, 5, 1),
+        (2, 2, 0),
+        (2, 3, 1),
+        (3, 2, 0),
+        (3, 3, 1),
+    ]
     assert new_blocks((2, 2, 18, 2), (4, 6, 20, 4))[6:8] == [(2, 18, 16), (2, 19, 17)]
 
 
@@ -67,7 +73,7 @@ def test_deepened_state_keeps_every_old_tensor_and_fills_the_deep_model(mini):
     assert set(new) == set(build_segmentor(model_config("swin-mini-deep", num_classes=7)).state_dict())
     for stage, block, source in new_blocks(OLD, NEW):
         src, dst = f"backbone.model.layers_{stage}.blocks.{source}.", f"backbone.model.layers_{stage}.blocks.{block}."
-        copied = [k[len(dst):] for k in new if k.startswith(dst)]
+        copied = [k[len(dst) :] for k in new if k.startswith(dst)]
         assert sorted(ZEROED) == sorted(s for s in copied if s in ZEROED)
         for suffix in copied:
             if suffix in ZEROED:
@@ -76,10 +82,12 @@ def test_deepened_state_keeps_every_old_tensor_and_fills_the_deep_model(mini):
                 assert torch.equal(new[dst + suffix], old[src + suffix])
     new["backbone.model.layers_1.blocks.5.norm1.weight"].add_(1)  # copies, not aliases of the old tensors
     new["backbone.model.layers_1.blocks.1.norm1.bias"].add_(1)
-    assert not torch.equal(new["backbone.model.layers_1.blocks.5.norm1.weight"],
-                           old["backbone.model.layers_1.blocks.1.norm1.weight"])
-    assert not torch.equal(new["backbone.model.layers_1.blocks.1.norm1.bias"],
-                           old["backbone.model.layers_1.blocks.1.norm1.bias"])
+    assert not torch.equal(
+        new["backbone.model.layers_1.blocks.5.norm1.weight"], old["backbone.model.layers_1.blocks.1.norm1.weight"]
+    )
+    assert not torch.equal(
+        new["backbone.model.layers_1.blocks.1.norm1.bias"], old["backbone.model.layers_1.blocks.1.norm1.bias"]
+    )
 
 
 def test_deepened_model_predicts_what_the_old_one_did(mini):
@@ -95,13 +103,16 @@ def test_deepened_model_predicts_what_the_old_one_did(mini):
         assert not torch.allclose(deep(images)[-1], model(images)[-1], atol=1e-3)
 
 
-@pytest.mark.parametrize("depths, message", [
-    ((4, 6, 20), r"four positive integers .* got \[4, 6, 20\]"),
-    ((4, 6, 0, 4), "four positive integers"),
-    ((4, 6, 1, 4), "stage 2 would shrink from 2 to 1"),
-    ((3, 6, 4, 4), "stage 0 goes from 2 to 3 blocks; add an even number"),
-    ((2, 2, 2, 2), "nothing to add"),
-])
+@pytest.mark.parametrize(
+    "depths, message",
+    [
+        ((4, 6, 20), r"four positive integers .* got \[4, 6, 20\]"),
+        ((4, 6, 0, 4), "four positive integers"),
+        ((4, 6, 1, 4), "stage 2 would shrink from 2 to 1"),
+        ((3, 6, 4, 4), "stage 0 goes from 2 to 3 blocks; add an even number"),
+        ((2, 2, 2, 2), "nothing to add"),
+    ],
+)
 def test_bad_depths_are_refused(depths, message):
     with pytest.raises(ConfigError, match=message):
         check_deepening(OLD, depths)
@@ -133,13 +144,14 @@ def test_deepen_model_dir_loads_every_old_weight(saved_mini, mini, tmp_path):
         torch.testing.assert_close(deep.predict(images), model.predict(images), atol=1e-5, rtol=1e-5)
 
 
-def test_deepen_refuses_other_backbones_and_existing_output(saved_mini, tmp_path):
-    resnet = {"num_classes": 3, "backbone": {"type": "timm", "args": {"model_name": "resnet10t", "out_indices": [1, 2]}},
-              "heads": [{"type": "fcn", "args": {"channels": 8, "num_convs": 1}}]}
-    save_model_dir(build_segmentor(resnet), resnet, tmp_path / "resnet")
-    with pytest.raises(ConfigError, match=r"config.json: the backbone is 'timm' \(from zoo-core\); zoo deepen adds "
-                                          r"blocks to the 'swin' backbone of zoo-swin-ocr only"):
-        deepen_model_dir(tmp_path / "resnet", NEW, tmp_path / "out")
+def test_deepen_refuses_other_backbones_and_existing_output(saved_mini, tiny_model_dir, tmp_path):
+    # tiny_model_dir: a trained ResNet-10t model of the core's own components.
+    with pytest.raises(
+        ConfigError,
+        match=r"config.json: the backbone is 'timm' \(from zoo-core\); zoo deepen adds "
+        r"blocks to the 'swin' backbone of zoo-swin-ocr only",
+    ):
+        deepen_model_dir(tiny_model_dir, NEW, tmp_path / "out")
     with pytest.raises(ConfigError, match="already holds a model"):
         deepen_model_dir(saved_mini, NEW, saved_mini)
     with pytest.raises(DataError, match="config.json not found: .* is not a saved model directory"):
@@ -147,21 +159,20 @@ def test_deepen_refuses_other_backbones_and_existing_output(saved_mini, tmp_path
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_errors_name_the_problem(saved_mini, tmp_path):
-    runner = CliRunner()
-    result = runner.invoke(main, ["deepen", str(saved_mini), "--depths", "4,6,1,4", "-o", str(tmp_path / "o")])
-    assert result.exit_code == 2 and "stage 2 would shrink from 2 to 1 blocks" in result.output
-    result = runner.invoke(main, ["deepen", str(saved_mini), "--depths", "4,6,x,4", "-o", str(tmp_path / "o")])
-    assert result.exit_code == 2 and "expected four comma-separated integers" in result.output
-    result = runner.invoke(main, ["deepen", str(tmp_path), "--depths", "4,6,4,4", "-o", str(tmp_path / "o")])
-    assert result.exit_code == 1 and "is not a saved model directory" in result.output
-    assert not (tmp_path / "o").exists()
+def test_cli_errors_name_the_problem(zoo_cli, saved_mini, tmp_path):
+    result = zoo_cli("deepen", saved_mini, "--depths", "4,6,1,4", "-o", tmp_path / "o")
+    assert result.exit_code == 2 and "stage 2 would shrink from 2 to 1 blocks" in result.stderr
+    result = zoo_cli("deepen", saved_mini, "--depths", "4,6,x,4", "-o", tmp_path / "o")
+    assert result.exit_code == 2 and "expected four comma-separated integers" in result.stderr
+    result = zoo_cli("deepen", tmp_path, "--depths", "4,6,4,4", "-o", tmp_path / "o")
+    assert result.exit_code == 1 and "is not a saved model directory" in result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow
-def test_zoo_deepen_end_to_end(run_zoo, saved_mini, mini, tmp_path):
-    result = run_zoo("deepen", saved_mini, "--depths", "4,6,4,4", "-o", tmp_path / "deep")
-    assert result.returncode == 0, result.stderr
+def test_zoo_deepen_end_to_end(zoo_cli, saved_mini, mini, tmp_path):
+    result = zoo_cli("deepen", saved_mini, "--depths", "4,6,4,4", "-o", tmp_path / "deep")
+    assert result.exit_code == 0, result.output
     assert "depths 2,2,2,2 -> 4,6,4,4, 10 blocks added" in result.stdout
     deep, _ = load_model_dir(tmp_path / "deep")
     images = torch.randn(1, 3, 64, 96)

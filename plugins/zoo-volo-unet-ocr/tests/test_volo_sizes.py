@@ -8,7 +8,6 @@ import torch
 from zoo_volo_unet_ocr import model_config
 
 from zoo_core.model_dir import build_segmentor
-from zoo_core.plugins import load_registry
 
 NUM_CLASSES = 124
 # VOLO-D5 (timm volo_d5_512): stem width 128, stage widths 384 (stride 8) and 768 (stride 16, three stages).
@@ -27,9 +26,9 @@ def conv_bn(cin: int, cout: int, k: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def d5():
+def d5(zoo_registry):
     with torch.device("meta"):
-        return build_segmentor(model_config("volo-d5", NUM_CLASSES), load_registry(strict=True).catalog)
+        return build_segmentor(model_config("volo-d5", NUM_CLASSES), zoo_registry.catalog)
 
 
 def test_encoder_is_timm_volo_d5_512_minus_what_features_only_drops(d5):
@@ -37,8 +36,9 @@ def test_encoder_is_timm_volo_d5_512_minus_what_features_only_drops(d5):
         full = timm.create_model("volo_d5_512")
     # features_only keeps the stages and the position embedding; it drops the class-attention blocks
     # (post_network), the class token, both classifiers and the final norm.
-    dropped = (count(full.post_network) + full.cls_token.numel() + count(full.head) + count(full.aux_head)
-               + count(full.norm))
+    dropped = (
+        count(full.post_network) + full.cls_token.numel() + count(full.head) + count(full.aux_head) + count(full.norm)
+    )
     assert count(d5.backbone.encoder) == count(full) - dropped
     assert d5.backbone.encoder.channels == [STAGE0, DEEP, DEEP, DEEP]
     assert d5.backbone.encoder.strides == [8, 16, 16, 16]
@@ -54,12 +54,14 @@ def test_unet_and_heads_match_the_layer_sizes(d5):
     width = DECODER[2]
     classifier = lambda cin: cin * NUM_CLASSES + NUM_CLASSES
     fcn = conv_bn(width, width, 1) + classifier(width)
-    ocr = (conv_bn(width, OCR_PIXEL, 3)  # bottleneck to the pixel representation
-           + 2 * (conv_bn(OCR_PIXEL, OCR_MID, 1) + conv_bn(OCR_MID, OCR_MID, 1))  # query and key projections
-           + conv_bn(OCR_PIXEL, OCR_MID, 1)  # value projection
-           + conv_bn(OCR_MID, OCR_PIXEL, 1)  # out projection
-           + conv_bn(2 * OCR_PIXEL, OCR_PIXEL, 1)  # fuse context with pixels
-           + classifier(OCR_PIXEL))
+    ocr = (
+        conv_bn(width, OCR_PIXEL, 3)  # bottleneck to the pixel representation
+        + 2 * (conv_bn(OCR_PIXEL, OCR_MID, 1) + conv_bn(OCR_MID, OCR_MID, 1))  # query and key projections
+        + conv_bn(OCR_PIXEL, OCR_MID, 1)  # value projection
+        + conv_bn(OCR_MID, OCR_PIXEL, 1)  # out projection
+        + conv_bn(2 * OCR_PIXEL, OCR_PIXEL, 1)  # fuse context with pixels
+        + classifier(OCR_PIXEL)
+    )
     assert count(d5.heads[0]) == fcn
     assert count(d5.heads[1]) == ocr
     assert count(d5) == count(d5.backbone.encoder) + count(d5.backbone.neck) + fcn + ocr

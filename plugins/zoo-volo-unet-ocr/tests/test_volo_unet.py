@@ -11,14 +11,14 @@ import torch
 from timm.layers import resample_abs_pos_embed_nhwc
 from zoo_volo_unet_ocr import PRESETS, model_config
 
-from zoo_core.model_dir import build_segmentor
 from zoo_core.errors import ConfigError
-from zoo_core.plugins import load_registry
+from zoo_core.model_dir import build_segmentor
+from zoo_core.testing import check_backbone
 
 
 @pytest.fixture(scope="module")
-def catalog():
-    return load_registry(strict=True).catalog  # a broken plugin fails the tests
+def catalog(zoo_registry):
+    return zoo_registry.catalog  # this distribution's plugins only, loaded strictly: a broken plugin fails the tests
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,12 @@ def test_volo_unet_is_registered_by_this_distribution(catalog):
     entry = catalog.get("backbone", "volo-unet")
     assert entry.distribution == "zoo-volo-unet-ocr"
     assert "U-Net" in entry.summary
+
+
+def test_mini_keeps_the_backbone_contract(catalog):
+    # Odd input sizes, batches of 1 and 2, eval and train mode, gradients to every parameter, inputs untouched.
+    report = check_backbone(catalog.get("backbone", "volo-unet").factory, name="volo-unet", preset="volo-mini")
+    assert (report.kind, report.name) == ("backbone", "volo-unet") and report.checked
 
 
 @pytest.mark.parametrize("size", [(64, 96), (72, 100), (33, 47)])
@@ -65,8 +71,9 @@ def test_position_embedding_is_resampled_per_input_and_keeps_its_trained_shape(c
     stored = encoder.model.get_parameter(pos_name)
     assert tuple(stored.shape) == (1, 4, 4, 64) and pos_stride == 16  # img_size 64 / stride 16
 
-    reference = timm.create_model("zoo_volo", features_only=True, out_indices=(0, 1, 2, 3), img_size=(64, 96),
-                                  **PRESETS["volo-mini"].arch).eval()
+    reference = timm.create_model(
+        "zoo_volo", features_only=True, out_indices=(0, 1, 2, 3), img_size=(64, 96), **PRESETS["volo-mini"].arch
+    ).eval()
     state = dict(encoder.model.state_dict())
     state[pos_name] = resample_abs_pos_embed_nhwc(stored.detach(), [4, 6])
     reference.load_state_dict(state)
@@ -138,15 +145,18 @@ def test_model_config_has_the_report_head_sizes():
     assert ocr["type"] == "ocr" and ocr["args"]["channels"] == 1024 and ocr["args"]["ocr_channels"] == 512
 
 
-@pytest.mark.parametrize("args, words", [
-    ({"preset": "volo-d6"}, ["'volo-d6'", "volo-d5", "volo-mini"]),
-    ({"preset": "volo-mini", "out_stride": 3}, ["out_stride", "[16, 8, 4, 2, 1]", "3"]),
-    ({"preset": "volo-mini", "out_stride": 1}, ["out_stride 1 needs 4 decoder_channels", "[32, 16, 16]"]),
-    ({"preset": "volo-mini", "pretrained": True}, ["'volo-mini' has no pretrained weights", "pretrained: false"]),
-    ({"preset": "volo-mini", "img_size": 70}, ["img_size", "multiple of 16", "70"]),
-    ({"preset": "volo-mini", "drop_path_rate": 1.5}, ["drop_path_rate", "1.5"]),
-    ({"preset": "volo-mini", "decoder_channel": [8]}, ["decoder_channel", "decoder_channels", "out_stride"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ({"preset": "volo-d6"}, ["'volo-d6'", "volo-d5", "volo-mini"]),
+        ({"preset": "volo-mini", "out_stride": 3}, ["out_stride", "[16, 8, 4, 2, 1]", "3"]),
+        ({"preset": "volo-mini", "out_stride": 1}, ["out_stride 1 needs 4 decoder_channels", "[32, 16, 16]"]),
+        ({"preset": "volo-mini", "pretrained": True}, ["'volo-mini' has no pretrained weights", "pretrained: false"]),
+        ({"preset": "volo-mini", "img_size": 70}, ["img_size", "multiple of 16", "70"]),
+        ({"preset": "volo-mini", "drop_path_rate": 1.5}, ["drop_path_rate", "1.5"]),
+        ({"preset": "volo-mini", "decoder_channel": [8]}, ["decoder_channel", "decoder_channels", "out_stride"]),
+    ],
+)
 def test_bad_arguments_are_named(catalog, args, words):
     with pytest.raises(ConfigError) as info:
         catalog.build("backbone", "volo-unet", args)

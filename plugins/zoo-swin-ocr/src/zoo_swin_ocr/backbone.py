@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from zoo_core.components.backbones import TimmBackbone
 from zoo_core.errors import ConfigError
+from zoo_core.nn import TimmBackbone
 
 from .presets import OUT_INDICES, get_preset
 

@@ -92,22 +92,22 @@ class Deepened:
 
 def deepen_model_dir(model_dir: Path, new_depths: Sequence[int], out_dir: Path) -> Deepened:
     """Deepen the saved model ``model_dir`` (a ``swin`` backbone) to ``new_depths``, written to ``out_dir``."""
-    from zoo_core.model_dir import build_segmentor
     from zoo_core.model_dir import (
         CONFIG_NAME,
         RESERVED_KEYS,
+        build_segmentor,
+        find_component,
         load_model_dir,
         read_model_config,
         save_model_dir,
     )
-    from zoo_core.plugins import get_catalog
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     config = read_model_config(model_dir)
     backbone = config["model"].get("backbone")
     if not isinstance(backbone, Mapping) or not isinstance(backbone.get("type"), str):
         raise DataError(f"{model_dir / CONFIG_NAME}: model.backbone has no type; it is not a zoo model config")
-    entry = get_catalog().get("backbone", backbone["type"])
+    entry = find_component("backbone", backbone["type"])
     if (entry.distribution, entry.name) != ("zoo-swin-ocr", "swin"):
         raise ConfigError(f"{model_dir / CONFIG_NAME}: the backbone is {backbone['type']!r} "
                           f"(from {entry.distribution}); zoo deepen adds blocks to the 'swin' backbone of "

@@ -1,13 +1,11 @@
 """The hooks of zoo-swin-ocr; the parts live beside this module."""
 
-from zoo_core import hookimpl
+from zoo_core import hookimpl, lazy
 
 
 @hookimpl
 def zoo_backbones():
-    from .backbone import SwinBackbone
-
-    return {"swin": SwinBackbone}
+    return {"swin": lazy("zoo_swin_ocr.backbone:SwinBackbone")}  # imported when a model is built
 
 
 @hookimpl

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo_core.components.backbones import TimmBackbone
 from zoo_core.errors import ConfigError
+from zoo_core.nn import TimmBackbone
 
 from .presets import get_preset
 from .unet import UNetNeck

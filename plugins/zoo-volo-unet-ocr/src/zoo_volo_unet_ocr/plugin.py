@@ -1,10 +1,8 @@
 """The hooks of zoo-volo-unet-ocr; the parts live beside this module."""
 
-from zoo_core import hookimpl
+from zoo_core import hookimpl, lazy
 
 
 @hookimpl
 def zoo_backbones():
-    from .backbone import VoloUNet
-
-    return {"volo-unet": VoloUNet}
+    return {"volo-unet": lazy("zoo_volo_unet_ocr.backbone:VoloUNet")}  # imported when a model is built

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo_core.components.heads import ConvBNReLU
 from zoo_core.errors import ConfigError
+from zoo_core.nn import ConvBNReLU
 
 
 class UpBlock(nn.Module):

@@ -1,0 +1,73 @@
+"""Which samples each process trains on at each step, and the torch seed of each micro-batch.
+
+Global step ``s`` of epoch ``e`` takes the next global batch of ``TrainSet.epoch_order(e)``;
+every process loads its own slice of it. Both depend on the seed and the step only, so a
+resumed run and a run over N processes see the same global batches as one uninterrupted process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+
+from ..data import sources as data_sources
+from ..data.sampler import TrainSet
+from ..data.transforms import DEFAULT_TRAIN_TRANSFORMS, build_transforms
+from ..errors import ConfigError
+from ..pipeline.schema import Pipeline, SourceSpec, TrainSpec
+from . import distributed
+
+
+def micro_batch_seed(seed: int, iteration: int, micro_batch: int) -> int:
+    """The torch seed of one global micro-batch: the same whichever process runs it."""
+    return (seed * 1_000_003 + iteration) * 4099 + micro_batch
+
+
+def local_batches(train_set: TrainSet, spec: TrainSpec, world: distributed.World, first_step: int
+                  ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """``(epoch, images, targets)`` of this rank for steps ``first_step, first_step + 1, ...``.
+
+    Global step ``s`` of epoch ``e`` uses ``order[s * G : (s + 1) * G]`` of
+    ``epoch_order(e)`` (``G`` the global batch; a last partial batch is dropped); rank
+    ``r`` loads its ``batch_size * accum_steps`` slice starting at ``r * batch_size * accum_steps``.
+    """
+    local = spec.batch_size * spec.accum_steps
+    global_batch = local * world.size
+    per_epoch = len(train_set) // global_batch
+    epoch, offset = divmod(first_step, per_epoch)
+    while True:
+        order = train_set.epoch_order(epoch)
+        start = world.rank * local
+        sampler = [order[s * global_batch + start: s * global_batch + start + local] for s in range(offset, per_epoch)]
+        train_set.set_epoch(epoch)  # before the loader starts: workers copy the dataset then
+        # An own generator: the loader must not draw from the global torch RNG (that would shift dropout on resume).
+        loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=spec.num_workers,
+                                             generator=torch.Generator().manual_seed(spec.seed),
+                                             persistent_workers=False)
+        for images, targets in loader:
+            yield epoch, images, targets
+        epoch, offset = epoch + 1, 0
+
+
+def build_train_set(pipeline: Pipeline, world: distributed.World, log: Callable[[str], None]) -> TrainSet:
+    """The training data of every source; under DDP rank 0 scans (and caches) the label filters first."""
+    spec = pipeline.train
+    sources = spec.sources or [SourceSpec(type="vspw", root=pipeline.data.root, split=spec.split)]
+    transforms = build_transforms(spec.transforms or DEFAULT_TRAIN_TRANSFORMS, path="train.transforms")
+    if not world.is_main:
+        distributed.barrier(world)
+    train_set = data_sources.build_train_set(sources, pipeline.data.root, transforms, spec.seed,
+                      progress=pipeline.runtime.progress and world.is_main, log=log)
+    if world.is_main:
+        distributed.barrier(world)
+    check_global_batch(spec, world, len(train_set))
+    return train_set
+
+
+def check_global_batch(spec: TrainSpec, world: distributed.World, samples: int) -> None:
+    global_batch = spec.batch_size * spec.accum_steps * world.size
+    if samples < global_batch:
+        raise ConfigError(f"the global batch is {global_batch} images (train.batch_size {spec.batch_size} x "
+                          f"accum_steps {spec.accum_steps} x {world.size} processes) but the training data has "
+                          f"only {samples}; lower train.batch_size or add data")

@@ -1,0 +1,3 @@
+"""The version of zoo-core, in a module of its own: reading it imports nothing else."""
+
+__version__ = "0.1.0"
