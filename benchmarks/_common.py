@@ -6,18 +6,27 @@ from pathlib import Path
 
 import torch
 
-from zoo_core.model_dir import build_segmentor
-from zoo_core.model_dir import save_model_dir
+from zoo_core.model_dir import build_segmentor, save_model_dir
 
 # A realistic per-frame cost: a ResNet-18 backbone with the FCN + OCR cascade at 480x853.
 BENCH_MODEL = {
     "num_classes": 124,
     "backbone": {"type": "timm", "args": {"model_name": "resnet18", "out_indices": [2, 3, 4]}},
     "heads": [
-        {"type": "fcn", "args": {"in_index": [0, 1, 2], "input_transform": "resize_concat", "channels": 128,
-                                 "num_convs": 1, "loss_weight": 0.4}},
-        {"type": "ocr", "args": {"in_index": [0, 1, 2], "input_transform": "resize_concat", "channels": 128,
-                                 "ocr_channels": 64}},
+        {
+            "type": "fcn",
+            "args": {
+                "in_index": [0, 1, 2],
+                "input_transform": "resize_concat",
+                "channels": 128,
+                "num_convs": 1,
+                "loss_weight": 0.4,
+            },
+        },
+        {
+            "type": "ocr",
+            "args": {"in_index": [0, 1, 2], "input_transform": "resize_concat", "channels": 128, "ocr_channels": 64},
+        },
     ],
 }
 

@@ -26,8 +26,11 @@ import torch
 from zoo_core.model_dir import build_segmentor
 from zoo_core.runtime import autocast, bf16_support, resolve_amp
 
-PRESETS = {"swin-l": "zoo_swin_ocr.presets", "swin-l-deep": "zoo_swin_ocr.presets",
-           "volo-d5": "zoo_volo_unet_ocr.presets"}
+PRESETS = {
+    "swin-l": "zoo_swin_ocr.presets",
+    "swin-l-deep": "zoo_swin_ocr.presets",
+    "volo-d5": "zoo_volo_unet_ocr.presets",
+}
 
 
 def forward_seconds(model: torch.nn.Module, images: torch.Tensor, amp: str, reps: int) -> float:
@@ -66,16 +69,22 @@ def main() -> None:
     args = parser.parse_args()
     height, width = map(int, args.size.split("x"))
     cpu = torch.device("cpu")
-    print(f"this {bf16_support(cpu).device}: native bf16 {'yes' if bf16_support(cpu).native else 'no'}; "
-          f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '(unset)')}")
+    print(
+        f"this {bf16_support(cpu).device}: native bf16 {'yes' if bf16_support(cpu).native else 'no'}; "
+        f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '(unset)')}"
+    )
     chosen = resolve_amp("auto", cpu, log=print)
     fp32, bf16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
-    print(f"matmul 512x512, 1 thread: fp32 {fp32:.1f} GFLOP/s, bf16 {bf16:.1f} GFLOP/s ({bf16 / fp32:.2f}x); "
-          f"auto runs {'bf16' if chosen == 'bf16' else 'fp32'}")
+    print(
+        f"matmul 512x512, 1 thread: fp32 {fp32:.1f} GFLOP/s, bf16 {bf16:.1f} GFLOP/s ({bf16 / fp32:.2f}x); "
+        f"auto runs {'bf16' if chosen == 'bf16' else 'fp32'}"
+    )
     if not args.presets:
         return
-    print(f"batch 1 x {height}x{width}, best of {args.reps} after a warm-up; {platform.machine()}, "
-          f"torch {torch.__version__} (threads: {torch.get_num_threads()})")
+    print(
+        f"batch 1 x {height}x{width}, best of {args.reps} after a warm-up; {platform.machine()}, "
+        f"torch {torch.__version__} (threads: {torch.get_num_threads()})"
+    )
     print(f"{'preset':<14}{'params':>10}{'fp32 s':>10}{'bf16 s':>10}{'speed-up':>10}  auto")
     for name in args.presets:
         try:
@@ -89,8 +98,10 @@ def main() -> None:
         images = torch.randn(1, 3, height, width)
         fp32 = forward_seconds(model, images, "none", args.reps)
         bf16 = forward_seconds(model, images, "bf16", args.reps)
-        print(f"{name:<14}{params / 1e6:>9.1f}M{fp32:>10.2f}{bf16:>10.2f}{fp32 / bf16:>9.2f}x  "
-              f"{'bf16' if chosen == 'bf16' else 'fp32'}")
+        print(
+            f"{name:<14}{params / 1e6:>9.1f}M{fp32:>10.2f}{bf16:>10.2f}{fp32 / bf16:>9.2f}x  "
+            f"{'bf16' if chosen == 'bf16' else 'fp32'}"
+        )
         del model
 
 

@@ -54,8 +54,9 @@ def run_times(command: list[str], reps: int) -> tuple[list[float], list[float]]:
 
 
 def imports_torch(args: list[str]) -> bool:
-    result = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], env=environment(),
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE.format(args=args)], env=environment(), capture_output=True, text=True, check=True
+    )
     return json.loads(result.stdout.splitlines()[-1])
 
 
@@ -72,16 +73,20 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7)
     args = parser.parse_args()
     zoo = shutil.which("zoo") or sys.exit("the zoo command is not installed (pip install -e .)")
-    print(f"{cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; {args.reps} runs each "
-          f"(plus one untimed warm-up)")
+    print(
+        f"{cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; {args.reps} runs each "
+        f"(plus one untimed warm-up)"
+    )
     print(f"{'command':<18}{'wall min':>9}{'median':>8}{'cpu median':>12}{'target':>8}  {'torch imported':<15}")
     for command, target in COMMANDS:
         run_times([zoo, *command], 1)  # warm the file cache
         walls, cpus = run_times([zoo, *command], args.reps)
         verdict = "ok" if statistics.median(walls) < target else "SLOW"
         torch = "yes" if imports_torch(command) else "no"
-        print(f"{'zoo ' + ' '.join(command):<18}{min(walls):>9.3f}{statistics.median(walls):>8.3f}"
-              f"{statistics.median(cpus):>12.3f}{target:>8.1f}  {torch:<15}{verdict}")
+        print(
+            f"{'zoo ' + ' '.join(command):<18}{min(walls):>9.3f}{statistics.median(walls):>8.3f}"
+            f"{statistics.median(cpus):>12.3f}{target:>8.1f}  {torch:<15}{verdict}"
+        )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def make_frames(count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]
     frames = []
     for t in range(count):
         shift = 4 * t  # camera pan: a few pixels per frame
-        gt = scene[:HEIGHT, shift:shift + WIDTH].copy()
+        gt = scene[:HEIGHT, shift : shift + WIDTH].copy()
         pred = gt.copy()
         noisy = rng.random(gt.shape) < 0.10
         pred[noisy] = rng.integers(0, NUM_CLASSES, size=int(noisy.sum()), dtype=np.uint8)
@@ -92,16 +92,23 @@ def main() -> None:
     result = evaluator.result(names)
     reference = float(torchmetrics_miou().compute())
     machine = platform.processor() or platform.machine()
-    print(f"{args.frames} frames {HEIGHT}x{WIDTH}, {NUM_CLASSES} classes; {machine}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__} (threads: {torch.get_num_threads()}), numpy {np.__version__}")
+    print(
+        f"{args.frames} frames {HEIGHT}x{WIDTH}, {NUM_CLASSES} classes; {machine}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__} (threads: {torch.get_num_threads()}), numpy {np.__version__}"
+    )
     # torchmetrics averages over classes present in the ground truth *or* the prediction,
     # the official metric over classes present in the ground truth only.
-    print(f"mIoU ours {100 * result['miou']:.2f}, torchmetrics {100 * reference:.2f} (averaged over "
-          f"{int((evaluator.confusion_matrix.sum(1) > 0).sum())} vs {NUM_CLASSES} classes); "
-          f"mVC8 {100 * result['mvc8']:.2f}, mVC16 {100 * result['mvc16']:.2f}")
+    print(
+        f"mIoU ours {100 * result['miou']:.2f}, torchmetrics {100 * reference:.2f} (averaged over "
+        f"{int((evaluator.confusion_matrix.sum(1) > 0).sum())} vs {NUM_CLASSES} classes); "
+        f"mVC8 {100 * result['mvc8']:.2f}, mVC16 {100 * result['mvc16']:.2f}"
+    )
 
-    full, confusion_only, baseline = "ours: confusion matrix + mVC8 + mVC16", "ours: confusion matrix only", \
-        "torchmetrics MulticlassJaccardIndex"
+    full, confusion_only, baseline = (
+        "ours: confusion matrix + mVC8 + mVC16",
+        "ours: confusion matrix only",
+        "torchmetrics MulticlassJaccardIndex",
+    )
     seconds = {
         full: best_seconds(ours_full, args.repeats),
         confusion_only: best_seconds(ours_confusion_only, args.repeats),
@@ -111,6 +118,7 @@ def main() -> None:
         print(f"{name:<40}{args.frames / value:9.1f} frames/s  ({1000 * value / args.frames:6.2f} ms/frame)")
     print(f"speed-up, full update vs torchmetrics:           {seconds[baseline] / seconds[full]:.1f}x")
     print(f"speed-up, confusion matrix only vs torchmetrics: {seconds[baseline] / seconds[confusion_only]:.1f}x")
+
 
 if __name__ == "__main__":
     main()

@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 import yaml
-
 from _common import make_model_dir, pipeline_dict
+
 from zoo_core.data.synth import synthesize
 
 CHILD = """
@@ -34,8 +34,9 @@ def peak_rss_mib(root: Path, weights: Path, out: Path) -> float:
     path = out.with_suffix(".yaml")
     pipeline = pipeline_dict(root, weights)
     path.write_text(yaml.safe_dump(pipeline))
-    result = subprocess.run([sys.executable, "-c", CHILD, str(path), str(out)], capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), str(out)], capture_output=True, text=True, check=True
+    )
     return int(result.stdout.split()[-1]) / 1024
 
 

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from _common import make_model_dir, pipeline_dict
+
 from zoo_core.data.synth import synthesize
 from zoo_core.data.vspw import VSPWDataset, normalize
 from zoo_core.model_dir import load_model_dir

@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 
 import torch
-
 from _common import BENCH_MODEL
+
 from zoo_core.components.losses import CrossEntropyLoss
-from zoo_core.model_dir import build_segmentor
 from zoo_core.data.synth import synthesize
 from zoo_core.engine.trainer import train
+from zoo_core.model_dir import build_segmentor
 from zoo_core.pipeline.schema import validate
 
 WARMUP = 3
@@ -53,15 +53,27 @@ def bare_loop(iters: int, batch: int, crop: int) -> float:
 
 
 def zoo_loop(root: Path, out: Path, iters: int, batch: int, crop: int) -> float:
-    pipeline = validate({
-        "data": {"root": str(root)},
-        "model": BENCH_MODEL,
-        "train": {"max_iters": WARMUP + iters, "batch_size": batch, "lr": 1e-4, "log_every": 1,
-                  "checkpoint_every": 0,
-                  "transforms": [{"type": "multiscale", "alpha": [1.0, 1.5]}, {"type": "random-crop", "size": [crop, crop]},
-                                 {"type": "flip"}, {"type": "photometric"}]},
-        "runtime": {"progress": False},
-    }, "bench")
+    pipeline = validate(
+        {
+            "data": {"root": str(root)},
+            "model": BENCH_MODEL,
+            "train": {
+                "max_iters": WARMUP + iters,
+                "batch_size": batch,
+                "lr": 1e-4,
+                "log_every": 1,
+                "checkpoint_every": 0,
+                "transforms": [
+                    {"type": "multiscale", "alpha": [1.0, 1.5]},
+                    {"type": "random-crop", "size": [crop, crop]},
+                    {"type": "flip"},
+                    {"type": "photometric"},
+                ],
+            },
+            "runtime": {"progress": False},
+        },
+        "bench",
+    )
     train(pipeline, out, log=lambda message: None)
     records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     seconds = {r["iter"]: r["seconds"] for r in records}
@@ -81,8 +93,10 @@ def main() -> None:
         synthesize(tmp / "data", videos=6, frames=12, size=(height, width), seed=0)
         bare = bare_loop(args.iters, args.batch, args.crop)
         zoo = zoo_loop(tmp / "data", tmp / "run", args.iters, args.batch, args.crop)
-    print(f"batch {args.batch} x {args.crop}x{args.crop} crops of {height}x{width} frames, {args.iters} timed "
-          f"iterations; {platform.machine()}, torch {torch.__version__} (threads: {torch.get_num_threads()})")
+    print(
+        f"batch {args.batch} x {args.crop}x{args.crop} crops of {height}x{width} frames, {args.iters} timed "
+        f"iterations; {platform.machine()}, torch {torch.__version__} (threads: {torch.get_num_threads()})"
+    )
     print(f"bare loop (tensors in memory)   {bare:7.3f} it/s")
     print(f"zoo train (data + augmentation) {zoo:7.3f} it/s")
     print(f"ratio zoo / bare: {zoo / bare:.3f}  (target >= 0.95)")

@@ -22,7 +22,8 @@ HF_ENDPOINT=$(sed -n 's/.*HF_ENDPOINT=//p' runs/quickstart-hub.log)
 [ -n "$HF_ENDPOINT" ] || { echo "the hub did not start in 30 s: see runs/quickstart-hub.log" >&2; exit 1; }
 export HF_ENDPOINT
 
-# One commit (config.json, model.safetensors, README.md); the printed card names it by commit and sha256.
+# One commit (config.json, model.safetensors, README.md); the printed card names it by commit and
+# the sha256 of each file.
 zoo push runs/quickstart-model --repo local/quickstart --card-out runs/quickstart-registry/quickstart.yaml
 
 # Pull by card name into an empty cache, then run with the pulled weights (zoo.lock records them).
@@ -30,4 +31,4 @@ export ZOO_REGISTRY_PATH="$PWD/runs/quickstart-registry"
 rm -rf runs/quickstart-cache
 export HF_HOME="$PWD/runs/quickstart-cache"
 zoo pull quickstart
-zoo run examples/quickstart.yaml --out runs/quickstart --set models.0.weights=quickstart
+zoo run examples/quickstart.yaml --out runs/quickstart --set models.0.weights=card:quickstart

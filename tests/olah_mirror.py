@@ -20,7 +20,6 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Optional
 
 # Git that ignores the user's configuration (no signing, hooks or templates) and needs no identity.
 GIT_ENV = {
@@ -34,13 +33,20 @@ GIT_ENV = {
 
 
 def git(repo: Path, *args: str) -> str:
-    result = subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
-                            env={**os.environ, **GIT_ENV}, timeout=30)
+    result = subprocess.run(
+        ["git", "-C", str(repo), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **GIT_ENV},
+        timeout=30,
+    )
     return result.stdout.strip()
 
 
-def make_model_repo(mirrors_dir: Path, repo_id: str, files: dict[str, bytes], branch: str = "main",
-                    message: str = "upload") -> str:
+def make_model_repo(
+    mirrors_dir: Path, repo_id: str, files: dict[str, bytes], branch: str = "main", message: str = "upload"
+) -> str:
     """Commit ``files`` to the model repository ``repo_id`` (created if needed); return the full commit id.
 
     Files are plain git blobs (no LFS). Calling it again adds a commit, moving ``branch``.
@@ -69,8 +75,10 @@ def free_port() -> int:
 def olah_config(port: int, mirrors_dir: Path, repos_dir: Path) -> str:
     # `offline` belongs to [accessibility]; without it olah asks huggingface.co before serving a mirror.
     # mirrors-path must be a list, and paths absolute (olah resolves them against its working directory).
-    return (f'[basic]\nhost = "127.0.0.1"\nport = {port}\nrepos-path = "{repos_dir}"\n'
-            f'mirrors-path = ["{mirrors_dir}"]\n\n[accessibility]\noffline = true\n')
+    return (
+        f'[basic]\nhost = "127.0.0.1"\nport = {port}\nrepos-path = "{repos_dir}"\n'
+        f'mirrors-path = ["{mirrors_dir}"]\n\n[accessibility]\noffline = true\n'
+    )
 
 
 class OlahMirror:
@@ -81,13 +89,13 @@ class OlahMirror:
         self.mirrors_dir = self.root / "mirrors"
         self.startup_timeout = startup_timeout
         self.port = 0
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "OlahMirror":
+    def start(self) -> OlahMirror:
         self.mirrors_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(3):  # another process may take the free port before olah binds it
             try:
@@ -109,8 +117,9 @@ class OlahMirror:
         # olah logs every request: to a file, never a pipe nobody reads. The client's HF_* settings stay out.
         env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
         with open(self.root / "olah.out", "ab") as log:
-            self.proc = subprocess.Popen(command, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=env)
+            self.proc = subprocess.Popen(
+                command, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            )
         try:
             self._wait_ready()
         except BaseException:
@@ -132,7 +141,8 @@ class OlahMirror:
                 return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"olah did not answer on {self.endpoint} within {self.startup_timeout} s")
+                    message = f"olah did not answer on {self.endpoint} within {self.startup_timeout} s"
+                    raise TimeoutError(message) from None
                 time.sleep(0.05)
 
     def stop(self) -> None:
@@ -144,7 +154,7 @@ class OlahMirror:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
 
-    def __enter__(self) -> "OlahMirror":
+    def __enter__(self) -> OlahMirror:
         return self.start()
 
     def __exit__(self, *exc) -> None:

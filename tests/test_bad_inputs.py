@@ -18,9 +18,11 @@ from zoo_core.data.vspw import VSPWDataset, read_split_file
 from zoo_core.errors import DataError
 from zoo_core.model_dir import build_segmentor, save_model_dir
 
-MODEL_CONFIG = {"num_classes": 124,
-                "backbone": {"type": "timm", "args": {"model_name": "test_resnet", "out_indices": [1, 2]}},
-                "heads": [{"type": "fcn", "args": {"channels": 8, "num_convs": 1}}]}
+MODEL_CONFIG = {
+    "num_classes": 124,
+    "backbone": {"type": "timm", "args": {"model_name": "test_resnet", "out_indices": [1, 2]}},
+    "heads": [{"type": "fcn", "args": {"channels": 8, "num_convs": 1}}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +41,13 @@ def root(work, tmp_path) -> Path:
 
 
 def pipeline_file(folder: Path, root: Path, model: Path, split: str = "val", **extra) -> Path:
-    pipeline = {"data": {"root": str(root), "split": split}, "model": MODEL_CONFIG,
-                "models": [{"name": "m", "weights": str(model)}], "runtime": {"progress": False}, **extra}
+    pipeline = {
+        "data": {"root": str(root), "split": split},
+        "model": MODEL_CONFIG,
+        "models": [{"name": "m", "weights": str(model)}],
+        "runtime": {"progress": False},
+        **extra,
+    }
     path = folder / "pipeline.yaml"
     path.write_text(yaml.safe_dump(pipeline))
     return path
@@ -62,11 +69,18 @@ def one_line_error(result) -> str:
 # --- split files --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("line, problem", [
-    ("/abs/path", "it holds a path separator"), ("a/../..", "it holds a path separator"),
-    ("..", "it names a folder itself"), (".", "it names a folder itself"), ("a\\b", "it holds a path separator"),
-    ("x\x00y", "it holds a NUL character"), ("C:video", "it names a drive"),
-])
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ("/abs/path", "it holds a path separator"),
+        ("a/../..", "it holds a path separator"),
+        ("..", "it names a folder itself"),
+        (".", "it names a folder itself"),
+        ("a\\b", "it holds a path separator"),
+        ("x\x00y", "it holds a NUL character"),
+        ("C:video", "it names a drive"),
+    ],
+)
 def test_a_video_name_must_be_one_plain_folder_name(tmp_path, line, problem):
     split = tmp_path / "val.txt"
     split.write_text(f"first\n\n{line}\n", encoding="utf-8")
@@ -107,8 +121,10 @@ def test_a_split_file_that_is_not_utf8_is_one_line(run_zoo, work, root, tmp_path
         (tmp_path / "pred").mkdir()
         args = ["eval", tmp_path / "pred", "--data", root]
     error = one_line_error(run_zoo(*args))
-    assert error == (f"error: split file {root / 'val.txt'}, line 1: not UTF-8 text (byte 0xff); save it as UTF-8, "
-                     "one video folder name per line")
+    assert error == (
+        f"error: split file {root / 'val.txt'}, line 1: not UTF-8 text (byte 0xff); save it as UTF-8, "
+        "one video folder name per line"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -126,21 +142,43 @@ def test_a_label_table_with_a_list_value_is_one_line(run_zoo, root, tmp_path):
 
 
 def test_class_statistics_with_a_list_value_are_one_line(run_zoo, work, tmp_path):
-    stats = {"num_classes": 124, "class_names": [f"c{i}" for i in range(124)], "pixel_counts": [[5]] + [1] * 123,
-             "frame_counts": [1] * 124, "video_counts": [1] * 124, "priors": [1 / 124] * 124, "labelled_pixels": 128}
+    stats = {
+        "num_classes": 124,
+        "class_names": [f"c{i}" for i in range(124)],
+        "pixel_counts": [[5]] + [1] * 123,
+        "frame_counts": [1] * 124,
+        "video_counts": [1] * 124,
+        "priors": [1 / 124] * 124,
+        "labelled_pixels": 128,
+    }
     (tmp_path / "stats.json").write_text(json.dumps(stats))
-    path = pipeline_file(tmp_path, work / "data", work / "model", split="train",
-                         train={"max_iters": 1, "batch_size": 1, "lr": 0.01,
-                                "loss": {"type": "pixel-distribution", "args": {"stats": str(tmp_path / "stats.json")}},
-                                "transforms": [{"type": "random-crop", "size": [32, 48]}]})
+    path = pipeline_file(
+        tmp_path,
+        work / "data",
+        work / "model",
+        split="train",
+        train={
+            "max_iters": 1,
+            "batch_size": 1,
+            "lr": 0.01,
+            "loss": {"type": "pixel-distribution", "args": {"stats": str(tmp_path / "stats.json")}},
+            "transforms": [{"type": "random-crop", "size": [32, 48]}],
+        },
+    )
     error = one_line_error(run_zoo("train", path, "--out", tmp_path / "trained"))
-    assert f"class statistics {tmp_path / 'stats.json'}: pixel_counts[0]: Input should be a valid integer " \
-           "(got [5])" in error
+    assert (
+        f"class statistics {tmp_path / 'stats.json'}: pixel_counts[0]: Input should be a valid integer "
+        "(got [5])" in error
+    )
 
 
 def lock_with(tmp_path: Path, filename: str) -> Path:
-    entry = {"repo_id": "org/tiny", "revision": "1" * 40, "filename": filename,
-             "files": {"config.json": "2" * 64, "model.safetensors": "3" * 64}}
+    entry = {
+        "repo_id": "org/tiny",
+        "revision": "1" * 40,
+        "filename": filename,
+        "files": {"config.json": "2" * 64, "model.safetensors": "3" * 64},
+    }
     path = tmp_path / "team.lock"
     path.write_text(json.dumps({"version": 2, "weights": {"tiny": entry}}))
     return path
@@ -156,10 +194,19 @@ def test_a_lock_whose_filename_leaves_the_repository_is_refused(run_zoo, work, t
 
     cards = tmp_path / "cards"
     cards.mkdir()
-    card = {"name": "tiny", "plugin": {"distribution": "zoo-core"}, "model": {"config": MODEL_CONFIG},
-            "num_classes": 124, "class_names": [f"c{i}" for i in range(124)], "license": "mit",
-            "hub": {"repo_id": "org/tiny", "revision": "1" * 40, "files": {"config.json": "2" * 64,
-                                                                            "model.safetensors": "3" * 64}}}
+    card = {
+        "name": "tiny",
+        "plugin": {"distribution": "zoo-core"},
+        "model": {"config": MODEL_CONFIG},
+        "num_classes": 124,
+        "class_names": [f"c{i}" for i in range(124)],
+        "license": "mit",
+        "hub": {
+            "repo_id": "org/tiny",
+            "revision": "1" * 40,
+            "files": {"config.json": "2" * 64, "model.safetensors": "3" * 64},
+        },
+    }
     (cards / "tiny.yaml").write_text(yaml.safe_dump(card))
     env = {"ZOO_REGISTRY_PATH": str(cards), "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path)}
     result = run_zoo("pull", "tiny", "--lock", lock, env=env)

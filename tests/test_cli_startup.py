@@ -28,8 +28,13 @@ print(json.dumps({{"exit": code, "torch": "torch" in sys.modules, "timm": "timm"
 
 def probe(*args: str) -> tuple[str, dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZOO_")}
-    result = subprocess.run([sys.executable, "-c", "import json\n" + PROBE.format(args=list(args))],
-                            capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", "import json\n" + PROBE.format(args=list(args))],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     output, _, last = result.stdout.rstrip("\n").rpartition("\n")
     return output, json.loads(last)
@@ -60,11 +65,18 @@ def test_list_shows_summaries_without_torch():
 
 
 def test_building_a_component_imports_it():
-    code = ("import sys\nfrom zoo_core.plugins import get_catalog\n"
-            "catalog = get_catalog()\nassert 'torch' not in sys.modules\n"
-            "tta = catalog.build('tta', 'flip')\nprint(type(tta).__module__, 'torch' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            env={k: v for k, v in os.environ.items() if not k.startswith("ZOO_")})
+    code = (
+        "import sys\nfrom zoo_core.plugins import get_catalog\n"
+        "catalog = get_catalog()\nassert 'torch' not in sys.modules\n"
+        "tta = catalog.build('tta', 'flip')\nprint(type(tta).__module__, 'torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ZOO_")},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["zoo_core.components.tta", "True"]
 
@@ -121,8 +133,9 @@ def test_a_plugin_command_cannot_take_a_lazy_core_name(tmp_path):
     (info / "entry_points.txt").write_text("[zoo.plugins]\nclash = clash_cmd.plugin\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZOO_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
-    result = subprocess.run([sys.executable, "-m", "zoo_core.cli", "--help"], capture_output=True, text=True,
-                            env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "zoo_core.cli", "--help"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("warning: the commands of plugin clash-cmd:clash were skipped") == 1, result.stderr
     assert "'run' is already taken" in result.stderr

@@ -102,8 +102,9 @@ def _features(n: int = 2) -> list[torch.Tensor]:
 
 
 def test_resize_concat_selects_and_resizes():
-    head = FCNHead(FEATURE_CHANNELS, FEATURE_STRIDES, 3, channels=8, in_index=[0, 1, 2],
-                   input_transform="resize_concat")
+    head = FCNHead(
+        FEATURE_CHANNELS, FEATURE_STRIDES, 3, channels=8, in_index=[0, 1, 2], input_transform="resize_concat"
+    )
     assert head.in_channels == 15 and head.stride == 8
     features = _features()
     x = head.transform_inputs(features)
@@ -151,12 +152,19 @@ def test_ocr_scale_downsamples_query():
 
 
 def test_heads_are_in_the_catalog_with_injected_arguments():
-    head = get_catalog().build("head", "ocr", {"channels": 8, "ocr_channels": 4, "in_index": 1},
-                               in_channels=FEATURE_CHANNELS, in_strides=FEATURE_STRIDES, num_classes=5)
+    head = get_catalog().build(
+        "head",
+        "ocr",
+        {"channels": 8, "ocr_channels": 4, "in_index": 1},
+        in_channels=FEATURE_CHANNELS,
+        in_strides=FEATURE_STRIDES,
+        num_classes=5,
+    )
     assert isinstance(head, OCRHead) and head.num_classes == 5 and head.in_channels == 5
 
 
 # --- loss -------------------------------------------------------------------------------------
+
 
 def test_ce_hand_case_with_ignore():
     logits = torch.tensor([[1.0, 2.0, 0.5], [0.0, 0.0, 3.0]]).T.reshape(1, 3, 1, 2)
@@ -206,6 +214,7 @@ def test_ce_mask_classification_and_bad_targets():
 
 # --- remapper ---------------------------------------------------------------------------------
 
+
 def test_vspw_remapper_lut_and_filter():
     remap = VSPWRemapper(min_labelled=0.75)
     raw = np.array([[0, 1, 2, 124], [125, 200, 255, 60]], dtype=np.uint8)
@@ -223,6 +232,7 @@ def test_vspw_remapper_lut_and_filter():
 
 
 # --- TTA --------------------------------------------------------------------------------------
+
 
 def _ramp_predict(images: torch.Tensor) -> torch.Tensor:
     """Channel 0 follows the image (flip-equivariant); channel 1 is the column index (not equivariant)."""
@@ -284,6 +294,7 @@ def test_resize_flip_predicts_at_crop_size():
 
 # --- ensemblers -------------------------------------------------------------------------------
 
+
 def test_weighted_gamma_formula_by_hand():
     swin = torch.tensor([0.2, 0.8]).reshape(1, 2, 1, 1)
     volo = torch.tensor([0.9, 0.1]).reshape(1, 2, 1, 1)
@@ -297,8 +308,9 @@ def test_weighted_gamma_formula_by_hand():
 def test_weighted_by_name_and_list_and_mean():
     a = torch.full((1, 2, 2, 2), 1.0)
     b = torch.full((1, 2, 2, 2), 3.0)
-    torch.testing.assert_close(WeightedEnsembler(weights={"b": 0.5, "a": 2.0})({"a": a, "b": b}),
-                               torch.full((1, 2, 2, 2), 3.5))
+    torch.testing.assert_close(
+        WeightedEnsembler(weights={"b": 0.5, "a": 2.0})({"a": a, "b": b}), torch.full((1, 2, 2, 2), 3.5)
+    )
     torch.testing.assert_close(WeightedEnsembler(weights=[0.25, 1.0])({"a": a, "b": b}), torch.full((1, 2, 2, 2), 3.25))
     torch.testing.assert_close(MeanEnsembler()({"a": a, "b": b}), torch.full((1, 2, 2, 2), 2.0))
     with pytest.raises(ConfigError, match="unknown model name.*swim.*no weight for b"):

@@ -10,15 +10,16 @@ import yaml
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
-from zoo_core.model_dir import build_segmentor
 from zoo_core.errors import ConfigError, DataError
 from zoo_core.hub.command import convert_command
 from zoo_core.hub.convert import convert_checkpoint, parse_renames
-from zoo_core.model_dir import load_model_dir, save_model_dir
+from zoo_core.model_dir import build_segmentor, load_model_dir, save_model_dir
 
-MODEL_CONFIG = {"num_classes": 3,
-                "backbone": {"type": "timm", "args": {"model_name": "test_resnet", "out_indices": [1, 2]}},
-                "heads": [{"type": "fcn", "args": {"channels": 8, "num_convs": 1}}]}
+MODEL_CONFIG = {
+    "num_classes": 3,
+    "backbone": {"type": "timm", "args": {"model_name": "test_resnet", "out_indices": [1, 2]}},
+    "heads": [{"type": "fcn", "args": {"channels": 8, "num_convs": 1}}],
+}
 
 
 class TrainingState:
@@ -52,10 +53,18 @@ def same_predictions(a, b) -> bool:
 
 def test_data_parallel_checkpoint_under_state_dict_converts_and_loads(source, model_yaml, tmp_path):
     checkpoint = tmp_path / "ddp.pth"
-    torch.save({"meta": {"epoch": 7, "lr": [0.1]}, "optimizer": {"step": torch.tensor(5)},
-                "state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, checkpoint)
-    result = CliRunner().invoke(convert_command, [str(checkpoint), "--config", str(model_yaml), "-o",
-                                                  str(tmp_path / "out"), "--strip-prefix", "module."])
+    torch.save(
+        {
+            "meta": {"epoch": 7, "lr": [0.1]},
+            "optimizer": {"step": torch.tensor(5)},
+            "state_dict": {f"module.{k}": v for k, v in source.state_dict().items()},
+        },
+        checkpoint,
+    )
+    result = CliRunner().invoke(
+        convert_command,
+        [str(checkpoint), "--config", str(model_yaml), "-o", str(tmp_path / "out"), "--strip-prefix", "module."],
+    )
     assert result.exit_code == 0, result.output
     assert f"converted {len(source.state_dict())} tensors from {checkpoint} (key 'state_dict')" in result.output
     model, config = load_model_dir(tmp_path / "out")
@@ -66,11 +75,17 @@ def test_data_parallel_checkpoint_under_state_dict_converts_and_loads(source, mo
 def test_safetensors_input_with_renamed_keys_and_config_json(source, tmp_path):
     reference = tmp_path / "reference"
     save_model_dir(source, MODEL_CONFIG, reference, extra={"class_names": ["a", "b", "c"]})
-    renamed = {k.replace("backbone.model.", "encoder.").replace("heads.0.", "decode_head."): v
-               for k, v in source.state_dict().items()}
+    renamed = {
+        k.replace("backbone.model.", "encoder.").replace("heads.0.", "decode_head."): v
+        for k, v in source.state_dict().items()
+    }
     save_file({k: v.contiguous() for k, v in renamed.items()}, tmp_path / "weights.safetensors")
-    report = convert_checkpoint(tmp_path / "weights.safetensors", reference / "config.json", tmp_path / "out",
-                                renames=parse_renames(["encoder.=backbone.model.", "decode_head.=heads.0."]))
+    report = convert_checkpoint(
+        tmp_path / "weights.safetensors",
+        reference / "config.json",
+        tmp_path / "out",
+        renames=parse_renames(["encoder.=backbone.model.", "decode_head.=heads.0."]),
+    )
     assert (report.key, report.tensors) == (None, len(renamed))
     model, config = load_model_dir(tmp_path / "out")
     assert config["class_names"] == ["a", "b", "c"]
@@ -102,8 +117,10 @@ def test_checkpoint_that_needs_arbitrary_classes_is_refused(source, model_yaml, 
     with pytest.raises(DataError) as err:
         convert_checkpoint(checkpoint, model_yaml, tmp_path / "out")
     message = str(err.value)
-    assert message.startswith(f"{checkpoint} needs full unpickling to load (it contains "
-                              f"{__name__}.TrainingState), which can run arbitrary code")
+    assert message.startswith(
+        f"{checkpoint} needs full unpickling to load (it contains "
+        f"{__name__}.TrainingState), which can run arbitrary code"
+    )
     assert "torch.load(weights_only=True)" in message
     assert not (tmp_path / "out").exists()
 
@@ -129,11 +146,13 @@ def test_files_that_are_not_checkpoints_are_named_without_a_traceback(run_zoo, m
     (tmp_path / "pickle-noise.pth").write_bytes(b"\x80" + noise)  # starts like a pickle, then garbage
     torch.save({1: torch.zeros(2)}, tmp_path / "int-keys.pth")
     torch.save({"state_dict": {"a": torch.zeros(1), 2: torch.zeros(1)}}, tmp_path / "mixed-keys.pth")
-    cases = {"notes.txt": "is not a PyTorch checkpoint (neither the zip archive nor the pickle that torch.save writes)",
-             "noise.pth": "is not a PyTorch checkpoint",
-             "pickle-noise.pth": "is not a readable PyTorch checkpoint",
-             "int-keys.pth": "the top level has keys that are not weight names (1)",
-             "mixed-keys.pth": "key 'state_dict' has keys that are not weight names (2)"}
+    cases = {
+        "notes.txt": "is not a PyTorch checkpoint (neither the zip archive nor the pickle that torch.save writes)",
+        "noise.pth": "is not a PyTorch checkpoint",
+        "pickle-noise.pth": "is not a readable PyTorch checkpoint",
+        "int-keys.pth": "the top level has keys that are not weight names (1)",
+        "mixed-keys.pth": "key 'state_dict' has keys that are not weight names (2)",
+    }
     for name, problem in cases.items():
         result = run_zoo("convert", tmp_path / name, "--config", model_yaml, "-o", tmp_path / f"out-{name}")
         assert result.returncode == 1, (name, result.stderr)
@@ -169,8 +188,10 @@ def test_dtype_stores_half_precision_and_loading_casts_it_back(source, model_yam
     from safetensors import safe_open
 
     torch.save(source.state_dict(), tmp_path / "plain.pth")
-    result = CliRunner().invoke(convert_command, [str(tmp_path / "plain.pth"), "--config", str(model_yaml), "-o",
-                                                  str(tmp_path / "half"), "--dtype", "fp16"])
+    result = CliRunner().invoke(
+        convert_command,
+        [str(tmp_path / "plain.pth"), "--config", str(model_yaml), "-o", str(tmp_path / "half"), "--dtype", "fp16"],
+    )
     assert result.exit_code == 0, result.output
     assert result.output.rstrip().endswith("stored as fp16")
     with safe_open(str(tmp_path / "half" / "model.safetensors"), "pt") as stored:
@@ -190,5 +211,7 @@ def test_dtype_stores_half_precision_and_loading_casts_it_back(source, model_yam
     convert_checkpoint(tmp_path / "plain.pth", tmp_path / "half" / "config.json", tmp_path / "full")
     assert "dtype" not in json.loads((tmp_path / "full" / "config.json").read_text())
     with pytest.raises(SystemExit):
-        convert_command.main([str(tmp_path / "plain.pth"), "--config", str(model_yaml), "-o", str(tmp_path / "x"),
-                              "--dtype", "fp8"], standalone_mode=True)
+        convert_command.main(
+            [str(tmp_path / "plain.pth"), "--config", str(model_yaml), "-o", str(tmp_path / "x"), "--dtype", "fp8"],
+            standalone_mode=True,
+        )

@@ -51,7 +51,7 @@ def test_class_table_and_palette_match_the_published_lists():
     assert PALETTE[123] == (133, 255, 0)
     flat = palette_bytes()
     assert len(flat) == 768 and flat[:6] == [120, 120, 120, 180, 120, 120]
-    assert flat[123 * 3:124 * 3] == [133, 255, 0] and flat[255 * 3:] == [0, 0, 0]
+    assert flat[123 * 3 : 124 * 3] == [133, 255, 0] and flat[255 * 3 :] == [0, 0, 0]
 
 
 def test_raw_to_train_shift():
@@ -244,8 +244,9 @@ def test_train_frames_without_augmentation_match_the_reader(pristine: Path):
 
 def test_train_frames_randomness_is_keyed_by_seed_epoch_and_index(pristine: Path):
     dataset = VSPWDataset(pristine, "train")
-    transforms = build_transforms([{"type": "multiscale"}, {"type": "random-crop", "size": [24, 40]},
-                                   {"type": "flip"}, {"type": "photometric"}])
+    transforms = build_transforms(
+        [{"type": "multiscale"}, {"type": "random-crop", "size": [24, 40]}, {"type": "flip"}, {"type": "photometric"}]
+    )
     frames = TrainFrames(dataset, transforms, seed=7)
     first = frames[1]
     assert first[0].shape == (3, 24, 40) and first[1].shape == (24, 40)

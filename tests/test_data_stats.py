@@ -53,8 +53,13 @@ def direct_count(root: Path, split: str, num_classes: int = 124) -> dict:
                     seen.add(r - 1)
         for c in seen:
             videos[c] += 1
-    return {"pixel_counts": pixels, "frame_counts": frames, "video_counts": videos, "total_pixels": total,
-            "frames": n_frames}
+    return {
+        "pixel_counts": pixels,
+        "frame_counts": frames,
+        "video_counts": videos,
+        "total_pixels": total,
+        "frames": n_frames,
+    }
 
 
 def test_hand_made_split_counts(tmp_path):
@@ -120,23 +125,32 @@ def test_split_without_labelled_pixels_is_refused(tmp_path):
 
 
 def valid_stats(c: int = 3) -> dict:
-    return {"num_classes": c, "class_names": [f"c{i}" for i in range(c)], "pixel_counts": [4, 1, 0][:c],
-            "frame_counts": [1, 1, 0][:c], "video_counts": [1, 1, 0][:c], "priors": [0.8, 0.2, 0.0][:c],
-            "labelled_pixels": 5}
+    return {
+        "num_classes": c,
+        "class_names": [f"c{i}" for i in range(c)],
+        "pixel_counts": [4, 1, 0][:c],
+        "frame_counts": [1, 1, 0][:c],
+        "video_counts": [1, 1, 0][:c],
+        "priors": [0.8, 0.2, 0.0][:c],
+        "labelled_pixels": 5,
+    }
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"pixel_counts": [4, 1]}, "'pixel_counts' has 2 entries but num_classes is 3"),
-    ({"video_counts": [1, -1, 0]}, r"video_counts\[1\]: Input should be greater than or equal to 0 \(got -1\)"),
-    ({"frame_counts": [1.5, 1, 0]}, r"frame_counts\[0\]: Input should be a valid integer \(got 1.5\)"),
-    ({"pixel_counts": [0, 0, 0]}, "every class has 0 pixels"),
-    ({"class_names": ["a"]}, "'class_names' has 1 entries but num_classes is 3"),
-    ({"num_classes": "3"}, "num_classes: Input should be a valid integer \\(got '3'\\)"),
-    ({"priors": None}, r"priors: Input should be a valid list \(got None\)"),
-    ({"pixel_counts": [[4], 1, 0]}, r"pixel_counts\[0\]: Input should be a valid integer \(got \[4\]\)"),
-    ({"priors": [0.8, float("nan"), 0.0]}, r"priors\[1\]: Input should be a finite number"),
-    ({"labelled_pixels": [5]}, r"labelled_pixels: Input should be a valid integer"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"pixel_counts": [4, 1]}, "'pixel_counts' has 2 entries but num_classes is 3"),
+        ({"video_counts": [1, -1, 0]}, r"video_counts\[1\]: Input should be greater than or equal to 0 \(got -1\)"),
+        ({"frame_counts": [1.5, 1, 0]}, r"frame_counts\[0\]: Input should be a valid integer \(got 1.5\)"),
+        ({"pixel_counts": [0, 0, 0]}, "every class has 0 pixels"),
+        ({"class_names": ["a"]}, "'class_names' has 1 entries but num_classes is 3"),
+        ({"num_classes": "3"}, "num_classes: Input should be a valid integer \\(got '3'\\)"),
+        ({"priors": None}, r"priors: Input should be a valid list \(got None\)"),
+        ({"pixel_counts": [[4], 1, 0]}, r"pixel_counts\[0\]: Input should be a valid integer \(got \[4\]\)"),
+        ({"priors": [0.8, float("nan"), 0.0]}, r"priors\[1\]: Input should be a finite number"),
+        ({"labelled_pixels": [5]}, r"labelled_pixels: Input should be a valid integer"),
+    ],
+)
 def test_read_stats_checks_the_format(tmp_path, change, message):
     path = tmp_path / "stats.json"
     path.write_text(json.dumps({**valid_stats(), **change}))

@@ -35,11 +35,27 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def write_pipeline(folder: Path, data_root: Path, **train) -> Path:
-    spec = {"max_iters": 8, "batch_size": 2, "lr": 1e-3, "warmup_iters": 2, "transforms": TRANSFORMS,
-            "log_every": 1, "checkpoint_every": 4, **train}
+    spec = {
+        "max_iters": 8,
+        "batch_size": 2,
+        "lr": 1e-3,
+        "warmup_iters": 2,
+        "transforms": TRANSFORMS,
+        "log_every": 1,
+        "checkpoint_every": 4,
+        **train,
+    }
     path = folder / "train.yaml"
-    path.write_text(yaml.safe_dump({"data": {"root": str(data_root)}, "model": TINY_MODEL, "train": spec,
-                                    "runtime": {"amp": "none", "progress": False, "threads": 1}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"root": str(data_root)},
+                "model": TINY_MODEL,
+                "train": spec,
+                "runtime": {"amp": "none", "progress": False, "threads": 1},
+            }
+        )
+    )
     return path
 
 
@@ -87,7 +103,7 @@ def test_swin_part2_and_volo_schedules():
     volo = spec_of(**load_recipe("volo"))
     assert volo.betas == (0.95, 0.999)
     assert learning_rate(volo, 0) == pytest.approx(6e-5)
-    assert learning_rate(volo, 80000) == pytest.approx(6e-5 * 0.5 ** 0.9)
+    assert learning_rate(volo, 80000) == pytest.approx(6e-5 * 0.5**0.9)
 
 
 def test_swa_cycles_fall_linearly_and_restart():
@@ -143,9 +159,22 @@ def test_param_groups_split_backbone_decoder_and_no_decay():
 def reference_run(tmp_path_factory, data_root) -> Path:
     """An uninterrupted 8-iteration run."""
     folder = tmp_path_factory.mktemp("reference")
-    result = subprocess.run([sys.executable, "-m", "zoo_core.cli", "train", str(write_pipeline(folder, data_root)),
-                             "--out", str(folder / "run")], env=zoo_environment(), capture_output=True, text=True,
-                            timeout=300, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zoo_core.cli",
+            "train",
+            str(write_pipeline(folder, data_root)),
+            "--out",
+            str(folder / "run"),
+        ],
+        env=zoo_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     return folder / "run"
 
@@ -165,8 +194,12 @@ def test_run_writes_model_log_and_pruned_checkpoints(reference_run):
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, data_root, reference_run, run_zoo):
     pipeline = write_pipeline(tmp_path, data_root, checkpoint_every=100)
     out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "zoo_core.cli", "train", str(pipeline), "--out", str(out)],
-                               env=zoo_environment(), stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "zoo_core.cli", "train", str(pipeline), "--out", str(out)],
+        env=zoo_environment(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     log = out / "train_log.jsonl"
     deadline = time.monotonic() + 120
     while not (log.is_file() and len(log.read_text().splitlines()) >= 3):
@@ -233,9 +266,14 @@ def test_ddp_two_processes_match_one_process_accumulating(tmp_path, data_root, r
     # torchrun on the installed `zoo` entry point, as a cluster job would start it
     torchrun, zoo = shutil.which("torchrun"), shutil.which("zoo")
     assert torchrun and zoo, "torchrun and zoo must be on PATH (pip install -e .)"
-    ddp = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", zoo, "train", str(pipeline),
-                          "--out", str(tmp_path / "ddp")], env=zoo_environment(), capture_output=True, text=True,
-                         timeout=300, check=False)
+    ddp = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", zoo, "train", str(pipeline), "--out", str(tmp_path / "ddp")],
+        env=zoo_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert ddp.returncode == 0, ddp.stderr
     assert "all 2 processes hold identical weights" in ddp.stderr
     single = run_zoo("train", pipeline, "--out", tmp_path / "single", "--set", "train.accum_steps=2")
@@ -248,7 +286,8 @@ def test_ddp_two_processes_match_one_process_accumulating(tmp_path, data_root, r
     for name in parameters:
         torch.testing.assert_close(a[name], b[name], atol=2e-5, rtol=1e-4, msg=name)
     assert [r["loss"] for r in log_records(tmp_path / "ddp")] == pytest.approx(
-        [r["loss"] for r in log_records(tmp_path / "single")], abs=1e-4)
+        [r["loss"] for r in log_records(tmp_path / "single")], abs=1e-4
+    )
 
 
 @pytest.mark.slow
@@ -257,9 +296,13 @@ def test_nproc_run_interrupted_by_ctrl_c_keeps_a_checkpoint_and_resumes(tmp_path
     pipeline = write_pipeline(tmp_path, data_root, max_iters=100, checkpoint_every=0, batch_size=6)
     out = tmp_path / "run"
     # A terminal's Ctrl-C goes to the whole process group: zoo, torchrun and both workers.
-    process = subprocess.Popen([sys.executable, "-m", "zoo_core.cli", "train", str(pipeline), "--out", str(out),
-                                "--nproc", "2"], env=zoo_environment(), stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "zoo_core.cli", "train", str(pipeline), "--out", str(out), "--nproc", "2"],
+        env=zoo_environment(),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     log = out / "train_log.jsonl"
     deadline = time.monotonic() + 180
     while not (log.is_file() and log.read_text().count("\n") >= 3):
@@ -284,8 +327,12 @@ def test_nproc_run_interrupted_by_ctrl_c_keeps_a_checkpoint_and_resumes(tmp_path
 def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path, data_root):
     pipeline = write_pipeline(tmp_path, data_root, max_iters=200, checkpoint_every=0)
     out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "zoo_core.cli", "train", str(pipeline), "--out", str(out)],
-                               env=zoo_environment(), stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "zoo_core.cli", "train", str(pipeline), "--out", str(out)],
+        env=zoo_environment(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     log = out / "train_log.jsonl"
     deadline = time.monotonic() + 120
     while not (log.is_file() and log.read_text().count("\n") >= 2):
@@ -301,8 +348,9 @@ def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path, data_root):
 
 @pytest.mark.slow
 def test_swa_averages_the_cycle_snapshots(tmp_path, data_root, run_zoo):
-    pipeline = write_pipeline(tmp_path, data_root, max_iters=4, checkpoint_every=0,
-                              swa={"iters": 4, "every": 2, "lr": 5e-4, "min_lr": 1e-5})
+    pipeline = write_pipeline(
+        tmp_path, data_root, max_iters=4, checkpoint_every=0, swa={"iters": 4, "every": 2, "lr": 5e-4, "min_lr": 1e-5}
+    )
     out = tmp_path / "run"
     result = run_zoo("train", pipeline, "--out", out)
     assert result.returncode == 0, result.stderr
@@ -333,16 +381,29 @@ def test_bf16_and_fp16_autocast_train(tmp_path, data_root, run_zoo):
 def fake_model_dir(folder: Path, tensors: dict, model=None) -> Path:
     folder.mkdir(parents=True)
     save_file(tensors, str(folder / "model.safetensors"))
-    config = {"format": "zoo-model/1", "model": model or {"num_classes": 2}, "zoo_version": "0", "plugins": {},
-              "class_names": ["a", "b"]}
+    config = {
+        "format": "zoo-model/1",
+        "model": model or {"num_classes": 2},
+        "zoo_version": "0",
+        "plugins": {},
+        "class_names": ["a", "b"],
+    }
     (folder / "config.json").write_text(json.dumps(config))
     return folder
 
 
 def test_average_is_the_mean_of_floats_and_keeps_the_last_counter(tmp_path):
-    dirs = [fake_model_dir(tmp_path / f"c{i}", {"w": torch.tensor([1.0, 2.0]) * (i + 1),
-                                                 "n": torch.tensor(10 * i), "h": torch.tensor([1.0], dtype=torch.float16) * i})
-            for i in range(3)]
+    dirs = [
+        fake_model_dir(
+            tmp_path / f"c{i}",
+            {
+                "w": torch.tensor([1.0, 2.0]) * (i + 1),
+                "n": torch.tensor(10 * i),
+                "h": torch.tensor([1.0], dtype=torch.float16) * i,
+            },
+        )
+        for i in range(3)
+    ]
     average_model_dirs(dirs, tmp_path / "avg")
     out = load_file(str(tmp_path / "avg" / "model.safetensors"))
     assert torch.equal(out["w"], torch.tensor([2.0, 4.0]))
@@ -371,10 +432,22 @@ def test_average_refuses_mixed_architectures_and_bad_files(tmp_path, run_zoo):
 def test_position_tables_get_no_weight_decay():
     from zoo_core.model_dir import build_segmentor
 
-    swin = {"num_classes": 4, "backbone": {"type": "timm", "args": {
-        "model_name": "swin_tiny_patch4_window7_224", "embed_dim": 16, "depths": [1, 1, 1, 1],
-        "num_heads": [1, 1, 1, 1], "window_size": 4, "img_size": 64, "out_indices": [1, 2, 3]}},
-        "heads": [{"type": "fcn", "args": {"channels": 8}}]}
+    swin = {
+        "num_classes": 4,
+        "backbone": {
+            "type": "timm",
+            "args": {
+                "model_name": "swin_tiny_patch4_window7_224",
+                "embed_dim": 16,
+                "depths": [1, 1, 1, 1],
+                "num_heads": [1, 1, 1, 1],
+                "window_size": 4,
+                "img_size": 64,
+                "out_indices": [1, 2, 3],
+            },
+        },
+        "heads": [{"type": "fcn", "args": {"channels": 8}}],
+    }
     model = build_segmentor(swin)
     names = {id(p): n for n, p in model.named_parameters()}
     groups = param_groups(model, spec_of(max_iters=10))
@@ -386,8 +459,7 @@ def test_position_tables_get_no_weight_decay():
 
 @pytest.mark.slow
 def test_init_from_starts_from_a_trained_model(tmp_path, data_root, reference_run, run_zoo):
-    pipeline = write_pipeline(tmp_path, data_root, max_iters=1, init_from=str(reference_run), lr=1e-12,
-                              warmup_iters=0)
+    pipeline = write_pipeline(tmp_path, data_root, max_iters=1, init_from=str(reference_run), lr=1e-12, warmup_iters=0)
     result = run_zoo("train", pipeline, "--out", tmp_path / "tuned")
     assert result.returncode == 0, result.stderr
     assert f"initialised from {reference_run}" in result.stderr

@@ -72,8 +72,9 @@ def plain_miou(pairs, num_classes=124):
 def test_eval_prints_table_and_writes_json_and_plots(dataset, tmp_path):
     root, preds_dir, frames = dataset
     out_json, plots = tmp_path / "out" / "metrics.json", tmp_path / "plots"
-    result = CliRunner().invoke(main, ["eval", str(preds_dir), "--data", str(root), "--json", str(out_json),
-                                       "--plots", str(plots)])
+    result = CliRunner().invoke(
+        main, ["eval", str(preds_dir), "--data", str(root), "--json", str(out_json), "--plots", str(plots)]
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads(out_json.read_text())
     assert set(metrics) == KEYS

@@ -17,13 +17,14 @@ U8 = np.uint8
 
 # ---------------------------------------------------------------- references (official code, transcribed)
 
+
 def official_confusion(preds, gts, num_classes):
     """Per frame: keep ground truth 0..C-1, then bincount(C * gt + pred)."""
     cm = np.zeros((num_classes, num_classes), np.int64)
     for pred, gt in zip(preds, gts):
         keep = gt < num_classes
         index = num_classes * gt[keep].astype(np.int64) + pred[keep]
-        cm += np.bincount(index, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+        cm += np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
     return cm
 
 
@@ -86,6 +87,7 @@ def random_video(rng, frames, shape=(6, 7), values=(0, 1, 2, 255), change=0.08):
 
 # ---------------------------------------------------------------- confusion-matrix metrics
 
+
 def test_three_class_case_by_hand():
     gt = np.array([[0, 0, 0, 1], [1, 2, 2, 255]], U8)
     pred = np.array([[0, 0, 1, 1], [2, 2, 0, 1]], U8)
@@ -112,16 +114,23 @@ def test_classes_absent_from_ground_truth_are_excluded():
 
 def test_empty_confusion_matrix_gives_none():
     result = summarize(np.zeros((2, 2), np.int64), ["a", "b"])
-    assert result == {"miou": None, "pixel_acc": None, "mean_class_acc": None, "fwiou": None,
-                      "per_class_iou": {"a": None, "b": None}}
+    assert result == {
+        "miou": None,
+        "pixel_acc": None,
+        "mean_class_acc": None,
+        "fwiou": None,
+        "per_class_iou": {"a": None, "b": None},
+    }
 
 
 def test_confusion_and_miou_match_official_code_on_random_frames():
     rng = np.random.default_rng(0)
     num_classes = 124
     gts = [rng.choice([*range(num_classes), 255], size=(48, 64)).astype(U8) for _ in range(5)]
-    preds = [np.where(rng.random(gt.shape) < 0.6, np.minimum(gt, 123), rng.integers(0, 124, gt.shape)).astype(U8)
-             for gt in gts]
+    preds = [
+        np.where(rng.random(gt.shape) < 0.6, np.minimum(gt, 123), rng.integers(0, 124, gt.shape)).astype(U8)
+        for gt in gts
+    ]
     evaluator = evaluate([(gts, preds)], num_classes)
     expected = official_confusion(preds, gts, num_classes)
     np.testing.assert_array_equal(evaluator.confusion_matrix, expected)
@@ -162,9 +171,12 @@ def test_views_and_read_only_arrays_count_like_copies():
 
 # ---------------------------------------------------------------- video consistency
 
+
 def constant_video(frames, gt_value=0, pred_value=0, shape=(2, 2)):
-    return ([np.full(shape, gt_value, U8) for _ in range(frames)],
-            [np.full(shape, pred_value, U8) for _ in range(frames)])
+    return (
+        [np.full(shape, gt_value, U8) for _ in range(frames)],
+        [np.full(shape, pred_value, U8) for _ in range(frames)],
+    )
 
 
 def test_mvc_counts_windows_up_to_the_unused_last_start():
@@ -225,9 +237,10 @@ def test_streaming_mvc_matches_official_loops(seed):
         expected = official_mvc(videos, clip)
         assert expected is not None
         assert result[f"mvc{clip}"] == pytest.approx(expected, rel=1e-12), clip
-    np.testing.assert_array_equal(evaluate(videos).confusion_matrix,
-                                  official_confusion([p for _, ps in videos for p in ps],
-                                                     [g for gs, _ in videos for g in gs], 3))
+    np.testing.assert_array_equal(
+        evaluate(videos).confusion_matrix,
+        official_confusion([p for _, ps in videos for p in ps], [g for gs, _ in videos for g in gs], 3),
+    )
 
 
 def test_frame_size_change_inside_a_video_is_a_data_error():
@@ -239,6 +252,7 @@ def test_frame_size_change_inside_a_video_is_a_data_error():
 
 
 # ---------------------------------------------------------------- saved statistics (resume)
+
 
 def test_saved_video_stats_resume_to_the_same_result(tmp_path):
     rng = np.random.default_rng(7)
@@ -273,6 +287,7 @@ def test_corrupt_stats_file_is_a_data_error(tmp_path):
 
 
 # ---------------------------------------------------------------- prediction files
+
 
 def test_read_prediction_palette_and_grey(tmp_path):
     ids = np.array([[0, 5], [123, 7]], U8)

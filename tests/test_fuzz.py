@@ -33,27 +33,84 @@ from zoo_core.pipeline.schema import load_pipeline
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = yaml.safe_load((REPO_ROOT / "examples" / "quickstart.yaml").read_text())
 SHA = "ab" * 32
-CARD = {"name": "tiny.fuzz", "summary": "a card to mutate",
-        "plugin": {"distribution": "zoo-core", "min_version": "0.1"}, "model": {"config": QUICKSTART["model"]},
-        "num_classes": 124, "class_names": [f"c{i}" for i in range(124)],
-        "hub": {"repo_id": "org/tiny", "revision": "c" * 40, "filename": "model.safetensors",
-                "files": {"config.json": SHA, "model.safetensors": SHA}, "size": 10},
-        "metrics": {"split": "val", "miou": 0.5}, "license": "mit"}
-LOCK = {"version": 2, "weights": {"tiny.fuzz": {"repo_id": "org/tiny", "revision": "c" * 40,
-                                                "filename": "model.safetensors",
-                                                "files": {"config.json": SHA, "model.safetensors": SHA}}}}
-STATS = {"num_classes": 3, "class_names": ["a", "b", "c"], "pixel_counts": [4, 1, 0], "frame_counts": [1, 1, 0],
-         "video_counts": [1, 1, 0], "priors": [0.8, 0.2, 0.0], "labelled_pixels": 5, "root": "data", "split": "train"}
+CARD = {
+    "name": "tiny.fuzz",
+    "summary": "a card to mutate",
+    "plugin": {"distribution": "zoo-core", "min_version": "0.1"},
+    "model": {"config": QUICKSTART["model"]},
+    "num_classes": 124,
+    "class_names": [f"c{i}" for i in range(124)],
+    "hub": {
+        "repo_id": "org/tiny",
+        "revision": "c" * 40,
+        "filename": "model.safetensors",
+        "files": {"config.json": SHA, "model.safetensors": SHA},
+        "size": 10,
+    },
+    "metrics": {"split": "val", "miou": 0.5},
+    "license": "mit",
+}
+LOCK = {
+    "version": 2,
+    "weights": {
+        "tiny.fuzz": {
+            "repo_id": "org/tiny",
+            "revision": "c" * 40,
+            "filename": "model.safetensors",
+            "files": {"config.json": SHA, "model.safetensors": SHA},
+        }
+    },
+}
+STATS = {
+    "num_classes": 3,
+    "class_names": ["a", "b", "c"],
+    "pixel_counts": [4, 1, 0],
+    "frame_counts": [1, 1, 0],
+    "video_counts": [1, 1, 0],
+    "priors": [0.8, 0.2, 0.0],
+    "labelled_pixels": 5,
+    "root": "data",
+    "split": "train",
+}
 CONFUSION = {"class_names": ["a", "b"], "matrix": [[3, 1], [0, 2]]}
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 LEAVES = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(min_value=10**18, max_value=10**40),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
-    st.sampled_from(["", "..", "../../etc", "/abs/path", "a/../..", "card:x", "💥", "\x00", "1e400", "-1", "null",
-                     "model.safetensors", "timm", "fcn", "flip", "~", "${HOME}", "\u202e"]),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=10**18, max_value=10**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "",
+            "..",
+            "../../etc",
+            "/abs/path",
+            "a/../..",
+            "card:x",
+            "💥",
+            "\x00",
+            "1e400",
+            "-1",
+            "null",
+            "model.safetensors",
+            "timm",
+            "fcn",
+            "flip",
+            "~",
+            "${HOME}",
+            "\u202e",
+        ]
+    ),
 )
 VALUES = st.one_of(LEAVES, st.lists(LEAVES, max_size=3), st.dictionaries(st.text(max_size=6), LEAVES, max_size=3))
 
@@ -134,14 +191,20 @@ def test_mutated_pipelines_validate_or_raise_a_zoo_error(data):
         assert files_in(Path(folder)) == ["pipeline.yaml"]
 
 
-LINE_PARTS = st.sampled_from(["v1", "v2", "..", ".", "/", "\\", "a", "\x00", " ", "\t", "é", "💥", "C:", ".hidden",
-                              "~", "\r", "data", "etc"])
+LINE_PARTS = st.sampled_from(
+    ["v1", "v2", "..", ".", "/", "\\", "a", "\x00", " ", "\t", "é", "💥", "C:", ".hidden", "~", "\r", "data", "etc"]
+)
 
 
 @FUZZ
-@given(st.one_of(st.binary(max_size=200),
-                 st.lists(st.lists(LINE_PARTS, max_size=5).map("".join), max_size=6).map(
-                     lambda lines: "\n".join(lines).encode("utf-8"))))
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.lists(st.lists(LINE_PARTS, max_size=5).map("".join), max_size=6).map(
+            lambda lines: "\n".join(lines).encode("utf-8")
+        ),
+    )
+)
 def test_split_files_read_or_raise_and_never_leave_the_data_folder(content):
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder) / "root"
@@ -221,8 +284,13 @@ def dataset_root(tmp_path_factory) -> Path:
     return root
 
 
-@settings(max_examples=4, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=4,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data())
 def test_the_cli_prints_one_error_line_and_writes_only_into_out(run_zoo, dataset_root, data):
     """``zoo run`` of a mutated quickstart (its weights do not exist, so every run must fail cleanly)."""

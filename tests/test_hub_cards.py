@@ -23,10 +23,15 @@ SHA256 = "b" * 64
 
 
 def card_data(name: str = "tiny.vspw", **changes) -> dict:
-    card = {"name": name, "plugin": {"distribution": "zoo-core", "min_version": "0.1"},
-            "model": {"config": {"num_classes": 2, "backbone": {"type": "timm"}, "heads": [{"type": "fcn"}]}},
-            "num_classes": 2, "class_names": ["sky", "road"],
-            "hub": {"repo_id": "org/tiny", "revision": COMMIT, "sha256": SHA256}, "license": "mit"}
+    card = {
+        "name": name,
+        "plugin": {"distribution": "zoo-core", "min_version": "0.1"},
+        "model": {"config": {"num_classes": 2, "backbone": {"type": "timm"}, "heads": [{"type": "fcn"}]}},
+        "num_classes": 2,
+        "class_names": ["sky", "road"],
+        "hub": {"repo_id": "org/tiny", "revision": COMMIT, "sha256": SHA256},
+        "license": "mit",
+    }
     for dotted, value in changes.items():
         *parents, key = dotted.split(".")
         target = card
@@ -48,27 +53,39 @@ def write_card(folder: Path, data: dict, filename: str | None = None) -> Path:
 # --- the schema ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("changes, field, problem", [
-    ({"hub.revision": "main"}, "hub.revision", "must be a full 40-hex commit id"),
-    ({"hub.revision": "a1b2c3d"}, "hub.revision", "must be a full 40-hex commit id"),
-    ({"hub.sha256": ""}, "(top level)", "hub.files is empty: set it (zoo push prints it), or mark the card "
-                                        "`verified: false`"),
-    ({"hub.sha256": "B" * 64}, "hub.sha256", "must be 64 lower-case hex digits"),
-    ({"class_names": ["sky"]}, "(top level)", "class_names has 1 names but num_classes is 2"),
-    ({"model.config.num_classes": 3}, "(top level)", "model.config.num_classes is 3 but num_classes is 2"),
-    ({"model.config.heads": []}, "model.config.heads", "List should have at least 1 item"),
-    ({"licence": "mit"}, "licence", "unknown key; allowed keys: name, summary,"),
-    ({"license": None}, "license", "required but missing"),
-    ({"hub.files": {"model.safetensors": SHA256}, "hub.sha256": None}, "hub",
-     "hub.files must give the sha256 of both config.json and model.safetensors"),
-    ({"hub.files": {"model.safetensors": SHA256, "config.json": SHA256}}, "hub", "give hub.files (the sha256 of "
-                                                                                 "every file) or the older hub.sha256"),
-    ({"hub.filename": "../model.safetensors"}, "hub.filename", "must be model.safetensors, or a folder path"),
-    ({"hub.filename": "a/./model.safetensors"}, "hub.filename", "must be model.safetensors, or a folder path"),
-    ({"hub.filename": "pytorch_model.bin"}, "hub.filename", "must be model.safetensors, or a folder path"),
-    ({"hub.repo_id": "tiny"}, "hub.repo_id", "must be ORG/NAME"),
-    ({"name": "Tiny VSPW"}, "name", "lower-case letters, digits"),
-])
+@pytest.mark.parametrize(
+    "changes, field, problem",
+    [
+        ({"hub.revision": "main"}, "hub.revision", "must be a full 40-hex commit id"),
+        ({"hub.revision": "a1b2c3d"}, "hub.revision", "must be a full 40-hex commit id"),
+        (
+            {"hub.sha256": ""},
+            "(top level)",
+            "hub.files is empty: set it (zoo push prints it), or mark the card `verified: false`",
+        ),
+        ({"hub.sha256": "B" * 64}, "hub.sha256", "must be 64 lower-case hex digits"),
+        ({"class_names": ["sky"]}, "(top level)", "class_names has 1 names but num_classes is 2"),
+        ({"model.config.num_classes": 3}, "(top level)", "model.config.num_classes is 3 but num_classes is 2"),
+        ({"model.config.heads": []}, "model.config.heads", "List should have at least 1 item"),
+        ({"licence": "mit"}, "licence", "unknown key; allowed keys: name, summary,"),
+        ({"license": None}, "license", "required but missing"),
+        (
+            {"hub.files": {"model.safetensors": SHA256}, "hub.sha256": None},
+            "hub",
+            "hub.files must give the sha256 of both config.json and model.safetensors",
+        ),
+        (
+            {"hub.files": {"model.safetensors": SHA256, "config.json": SHA256}},
+            "hub",
+            "give hub.files (the sha256 of every file) or the older hub.sha256",
+        ),
+        ({"hub.filename": "../model.safetensors"}, "hub.filename", "must be model.safetensors, or a folder path"),
+        ({"hub.filename": "a/./model.safetensors"}, "hub.filename", "must be model.safetensors, or a folder path"),
+        ({"hub.filename": "pytorch_model.bin"}, "hub.filename", "must be model.safetensors, or a folder path"),
+        ({"hub.repo_id": "tiny"}, "hub.repo_id", "must be ORG/NAME"),
+        ({"name": "Tiny VSPW"}, "name", "lower-case letters, digits"),
+    ],
+)
 def test_schema_errors_name_the_file_and_the_field(tmp_path, changes, field, problem):
     path = write_card(tmp_path, card_data(**changes), "card.yaml")
     with pytest.raises(ConfigError) as err:
@@ -108,8 +125,9 @@ def test_yaml_typo_and_non_mapping_are_named(tmp_path):
 
 def test_card_schema_json_is_up_to_date():
     shipped = json.loads((REGISTRY / "card.schema.json").read_text())
-    assert shipped == Card.model_json_schema(), ("registry/card.schema.json is stale: regenerate it with the command "
-                                                 "in registry/README.md")
+    assert shipped == Card.model_json_schema(), (
+        "registry/card.schema.json is stale: regenerate it with the command in registry/README.md"
+    )
 
 
 def test_readme_example_card_is_valid():
@@ -121,7 +139,7 @@ def test_readme_example_card_is_valid():
 
 # --- discovery -------------------------------------------------------------------------------
 
-PLUGIN = '''
+PLUGIN = """
 from pathlib import Path
 
 from zoo_core.hookspecs import hookimpl
@@ -130,7 +148,7 @@ from zoo_core.hookspecs import hookimpl
 @hookimpl
 def zoo_registry_cards():
     return [Path(__file__).parent / "from-file.yaml", {CARD}]
-'''
+"""
 
 
 @pytest.fixture
@@ -194,20 +212,24 @@ def test_the_same_name_from_two_sources_names_both(plugin_site, shipped, tmp_pat
     monkeypatch.setenv("ZOO_REGISTRY_PATH", str(tmp_path))
     with pytest.raises(ConfigError) as err:
         discover_cards()
-    assert str(err.value) == (f"registry card 'from-file' is defined twice: in {plugin_site / 'from-file.yaml'} "
-                              f"(zoo-cards-plugin) and in {tmp_path / 'copy.yaml'}; rename or remove one")
+    assert str(err.value) == (
+        f"registry card 'from-file' is defined twice: in {plugin_site / 'from-file.yaml'} "
+        f"(zoo-cards-plugin) and in {tmp_path / 'copy.yaml'}; rename or remove one"
+    )
 
 
 def test_a_bad_card_in_registry_path_or_a_missing_folder_is_named(shipped, tmp_path, monkeypatch):
     reset_registry()
     write_card(tmp_path, card_data(**{"hub.revision": "main"}), "bad.yaml")
     monkeypatch.setenv("ZOO_REGISTRY_PATH", str(tmp_path))
-    with pytest.raises(ConfigError, match=f"{re.escape(str(tmp_path / 'bad.yaml'))}: invalid registry card\n"
-                                          "  hub.revision: "):
+    with pytest.raises(
+        ConfigError, match=f"{re.escape(str(tmp_path / 'bad.yaml'))}: invalid registry card\n  hub.revision: "
+    ):
         discover_cards()
     monkeypatch.setenv("ZOO_REGISTRY_PATH", str(tmp_path / "nowhere"))
-    with pytest.raises(ConfigError, match=f"ZOO_REGISTRY_PATH names {re.escape(str(tmp_path / 'nowhere'))}, which is "
-                                          "not a directory"):
+    with pytest.raises(
+        ConfigError, match=f"ZOO_REGISTRY_PATH names {re.escape(str(tmp_path / 'nowhere'))}, which is not a directory"
+    ):
         discover_cards()
 
 
@@ -217,20 +239,32 @@ def test_a_bad_card_in_registry_path_or_a_missing_folder_is_named(shipped, tmp_p
 def test_plugin_requirements_are_checked_before_any_download(plugin_site, tmp_path, monkeypatch):
     from zoo_core.hub.client import pull
 
-    assert check_plugin(Card.model_validate(card_data(**{"plugin.distribution": "zoo-cards-plugin",
-                                                         "plugin.min_version": "1.0"}))) is None
-    too_old = Card.model_validate(card_data(**{"plugin.distribution": "zoo-cards-plugin",
-                                               "plugin.min_version": "1.10"}))
-    with pytest.raises(ConfigError, match=r"card 'tiny.vspw' needs zoo-cards-plugin>=1.10, 1.0 is installed; "
-                                          r"upgrade it: pip install -U 'zoo-cards-plugin>=1.10'"):
+    assert (
+        check_plugin(
+            Card.model_validate(card_data(**{"plugin.distribution": "zoo-cards-plugin", "plugin.min_version": "1.0"}))
+        )
+        is None
+    )
+    too_old = Card.model_validate(
+        card_data(**{"plugin.distribution": "zoo-cards-plugin", "plugin.min_version": "1.10"})
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"card 'tiny.vspw' needs zoo-cards-plugin>=1.10, 1.0 is installed; "
+        r"upgrade it: pip install -U 'zoo-cards-plugin>=1.10'",
+    ):
         check_plugin(too_old)
 
-    write_card(tmp_path, card_data("needs-plugin", **{"plugin.distribution": "zoo-absent-plugin",
-                                                      "plugin.min_version": "0.2"}))
+    write_card(
+        tmp_path, card_data("needs-plugin", **{"plugin.distribution": "zoo-absent-plugin", "plugin.min_version": "0.2"})
+    )
     monkeypatch.setenv("ZOO_REGISTRY_PATH", str(tmp_path))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: a download would fail differently
-    with pytest.raises(ConfigError, match=r"card 'needs-plugin' needs the plugin zoo-absent-plugin>=0.2; "
-                                          r"install it: pip install 'zoo-absent-plugin>=0.2'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"card 'needs-plugin' needs the plugin zoo-absent-plugin>=0.2; "
+        r"install it: pip install 'zoo-absent-plugin>=0.2'",
+    ):
         pull("needs-plugin")
 
 
@@ -259,11 +293,14 @@ def test_zoo_list_weights_shows_cards_with_wildcards_and_json(tmp_path, monkeypa
     assert records[0]["hub"]["revision"] == data["hub"]["revision"] and records[0]["origin"].endswith(".yaml")
 
 
-@pytest.mark.parametrize("min_version, ok", [("1.0rc1", True), ("1.0.0", True), ("0.9.post3", True),
-                                             ("1.0.post1", False), ("1.1.dev0", False)])
+@pytest.mark.parametrize(
+    "min_version, ok",
+    [("1.0rc1", True), ("1.0.0", True), ("0.9.post3", True), ("1.0.post1", False), ("1.1.dev0", False)],
+)
 def test_plugin_versions_compare_as_pip_does(plugin_site, min_version, ok):
-    card = Card.model_validate(card_data(**{"plugin.distribution": "zoo-cards-plugin",
-                                            "plugin.min_version": min_version}))
+    card = Card.model_validate(
+        card_data(**{"plugin.distribution": "zoo-cards-plugin", "plugin.min_version": min_version})
+    )
     if ok:
         check_plugin(card)  # zoo-cards-plugin 1.0 is installed
     else:

@@ -23,17 +23,18 @@ from click.testing import CliRunner
 from olah_mirror import OlahMirror, make_model_repo
 
 import zoo_core
-from zoo_core.model_dir import build_segmentor
 from zoo_core.errors import ConfigError, DataError
 from zoo_core.hub import client
 from zoo_core.hub.client import Lock, UnverifiedWeightsWarning, hub_cache_dir, pull, resolve_weights
 from zoo_core.hub.command import pull_command
-from zoo_core.model_dir import save_model_dir
+from zoo_core.model_dir import build_segmentor, save_model_dir
 from zoo_core.plugins import reset_registry
 
-MODEL_CONFIG = {"num_classes": 3,
-                "backbone": {"type": "timm", "args": {"model_name": "test_resnet", "out_indices": [1, 2]}},
-                "heads": [{"type": "fcn", "args": {"channels": 8, "num_convs": 1}}]}
+MODEL_CONFIG = {
+    "num_classes": 3,
+    "backbone": {"type": "timm", "args": {"model_name": "test_resnet", "out_indices": [1, 2]}},
+    "heads": [{"type": "fcn", "args": {"channels": 8, "num_convs": 1}}],
+}
 CLASS_NAMES = ["road", "sky", "tree"]
 REPO = "zoo-test/tiny"
 
@@ -60,8 +61,13 @@ def published(mirror, model_files) -> dict[str, str]:
     changed = bytearray(model_files["model.safetensors"])
     changed[-1] ^= 0xFF  # the last float of the last tensor: still a loadable file
     second = make_model_repo(mirror.mirrors_dir, REPO, {"model.safetensors": bytes(changed)})
-    return {"first": first, "second": second, "first_sha": sha256(model_files["model.safetensors"]),
-            "second_sha": sha256(bytes(changed)), "config_sha": sha256(model_files["config.json"])}
+    return {
+        "first": first,
+        "second": second,
+        "first_sha": sha256(model_files["model.safetensors"]),
+        "second_sha": sha256(bytes(changed)),
+        "config_sha": sha256(model_files["config.json"]),
+    }
 
 
 def sha256(data: bytes) -> str:
@@ -84,8 +90,18 @@ class Hub:
         monkeypatch.setenv("HF_HOME", str(root / "hf-home"))
         monkeypatch.setenv("ZOO_REGISTRY_PATH", str(self.cards))
 
-    def card(self, name: str, revision: str, sha: str = "", *, repo_id: str = REPO, verified: bool = True,
-             filename: str = "model.safetensors", size: int | None = None, legacy: bool = False) -> str:
+    def card(
+        self,
+        name: str,
+        revision: str,
+        sha: str = "",
+        *,
+        repo_id: str = REPO,
+        verified: bool = True,
+        filename: str = "model.safetensors",
+        size: int | None = None,
+        legacy: bool = False,
+    ) -> str:
         """A card pinning the weights' sha256 ``sha`` and the config's; ``legacy``: the weights' only (older cards)."""
         hub = {"repo_id": repo_id, "revision": revision, "filename": filename}
         if sha and not legacy:
@@ -94,17 +110,27 @@ class Hub:
             hub["sha256"] = sha
         if size:
             hub["size"] = size
-        card = {"name": name, "plugin": {"distribution": "zoo-core", "min_version": "0.1"},
-                "model": {"config": MODEL_CONFIG}, "num_classes": 3, "class_names": CLASS_NAMES,
-                "hub": hub, "verified": verified, "license": "apache-2.0"}
+        card = {
+            "name": name,
+            "plugin": {"distribution": "zoo-core", "min_version": "0.1"},
+            "model": {"config": MODEL_CONFIG},
+            "num_classes": 3,
+            "class_names": CLASS_NAMES,
+            "hub": hub,
+            "verified": verified,
+            "license": "apache-2.0",
+        }
         (self.cards / f"{name}.yaml").write_text(yaml.safe_dump(card))
         return name
 
     def files(self) -> list[str]:
         """Every file and link in the cache, relative, without the lock and record folders."""
         cache = hub_cache_dir()
-        return sorted(str(p.relative_to(cache)) for p in cache.rglob("*")
-                      if not p.is_dir() and ".locks" not in p.parts and ".zoo-sha256" not in p.parts)
+        return sorted(
+            str(p.relative_to(cache))
+            for p in cache.rglob("*")
+            if not p.is_dir() and ".locks" not in p.parts and ".zoo-sha256" not in p.parts
+        )
 
 
 @pytest.fixture
@@ -127,8 +153,7 @@ def hub(tmp_path, monkeypatch, mirror, fast_fail, model_files):
 # --- the happy path, the cache and offline use ------------------------------------------------
 
 
-def test_pull_pinned_commit_verifies_and_the_cache_then_needs_no_server(tmp_path, monkeypatch, fast_fail,
-                                                                        model_files):
+def test_pull_pinned_commit_verifies_and_the_cache_then_needs_no_server(tmp_path, monkeypatch, fast_fail, model_files):
     with OlahMirror(tmp_path / "olah") as own:  # this test stops its server
         commit = make_model_repo(own.mirrors_dir, REPO, model_files)
         hub = Hub(tmp_path, monkeypatch, own.endpoint, sha256(model_files["config.json"]))
@@ -149,12 +174,17 @@ def test_pull_pinned_commit_verifies_and_the_cache_then_needs_no_server(tmp_path
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-home"))
     with pytest.raises(DataError) as err:
         pull("tiny.test")
-    assert str(err.value).startswith(f"HF_HUB_OFFLINE is set and {REPO}@{commit}/model.safetensors is not in the "
-                                     f"cache {tmp_path / 'empty-home' / 'hub'}; unset HF_HUB_OFFLINE")
+    assert str(err.value).startswith(
+        f"HF_HUB_OFFLINE is set and {REPO}@{commit}/model.safetensors is not in the "
+        f"cache {tmp_path / 'empty-home' / 'hub'}; unset HF_HUB_OFFLINE"
+    )
     monkeypatch.delenv("HF_HUB_OFFLINE")
     started = time.monotonic()
-    with pytest.raises(DataError, match=rf"cannot reach {own.endpoint} to download {REPO}@{commit}/model.safetensors"
-                                        ".*set HF_HUB_OFFLINE=1"):
+    with pytest.raises(
+        DataError,
+        match=rf"cannot reach {own.endpoint} to download {REPO}@{commit}/model.safetensors"
+        ".*set HF_HUB_OFFLINE=1",
+    ):
         pull("tiny.test")
     assert time.monotonic() - started < 10
     assert hub.files() == []  # a failed pull leaves nothing behind
@@ -170,8 +200,11 @@ def test_a_cached_file_is_verified_again_and_a_changed_copy_is_refused(hub, publ
     data = bytearray(blob.read_bytes())
     data[100] ^= 1
     blob.write_bytes(bytes(data))  # a damaged cache: same size, new modification time
-    with pytest.raises(DataError, match=f"sha256 mismatch for {REPO}@{published['first']}/model.safetensors: "
-                                        f"expected {published['first_sha']} \\(card 'tiny.test'\\), found "):
+    with pytest.raises(
+        DataError,
+        match=f"sha256 mismatch for {REPO}@{published['first']}/model.safetensors: "
+        f"expected {published['first_sha']} \\(card 'tiny.test'\\), found ",
+    ):
         pull("tiny.test")
     assert not blob.exists() and not (resolved.path / "model.safetensors").exists()
     assert pull("tiny.test").sha256 == published["first_sha"]  # downloaded again
@@ -195,7 +228,8 @@ def test_one_flipped_byte_is_refused_and_removed_from_the_cache(hub, published):
     assert str(err.value).startswith(
         f"sha256 mismatch for {REPO}@{published['second']}/model.safetensors: expected {published['first_sha']} "
         f"(card 'tiny.test'), found {published['second_sha']}; the file was removed from the cache and nothing "
-        "was loaded")
+        "was loaded"
+    )
     assert hub.files() == ["CACHEDIR.TAG"]
 
 
@@ -214,8 +248,11 @@ def test_unknown_repository_file_and_revision(hub, published, mirror):
     assert "check the card's hub.repo_id" in str(err.value)
 
     hub.card("missing-file", published["first"], published["first_sha"], filename="sub/model.safetensors")
-    with pytest.raises(DataError, match=f"no file 'sub/model.safetensors' in repository {REPO} at revision "
-                                        f"{published['first']}; check the card's hub.repo_id and hub.filename"):
+    with pytest.raises(
+        DataError,
+        match=f"no file 'sub/model.safetensors' in repository {REPO} at revision "
+        f"{published['first']}; check the card's hub.repo_id and hub.filename",
+    ):
         pull("missing-file")
 
     hub.card("tiny.test", published["first"], published["first_sha"])
@@ -246,7 +283,7 @@ class CutShortProxy:
         self.requests: list[str] = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __enter__(self) -> "CutShortProxy":
+    def __enter__(self) -> CutShortProxy:
         self.thread.start()
         return self
 
@@ -259,7 +296,7 @@ class CutShortProxy:
         while not self.stopping.is_set():
             try:
                 client, _ = self.server.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             with client, socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5) as upstream:
                 client.settimeout(5)
@@ -302,8 +339,10 @@ def test_a_download_cut_short_leaves_nothing_partial(hub, published, mirror, mon
             pull("tiny.test")
     assert [r.split(" ", 1)[0] for r in proxy.requests] == ["HEAD", "GET"]
     assert all("authorization: bearer hf_test_token" in r.lower() for r in proxy.requests)
-    assert str(err.value).startswith(f"the download of {REPO}@{published['first']}/model.safetensors from "
-                                     f"http://127.0.0.1:{proxy.port} failed or was cut short: ")
+    assert str(err.value).startswith(
+        f"the download of {REPO}@{published['first']}/model.safetensors from "
+        f"http://127.0.0.1:{proxy.port} failed or was cut short: "
+    )
     assert "nothing partial was kept" in str(err.value)
     assert [f for f in hub.files() if f != "CACHEDIR.TAG"] == []
     monkeypatch.setenv("HF_ENDPOINT", mirror.endpoint)
@@ -315,16 +354,26 @@ def test_a_download_cut_short_leaves_nothing_partial(hub, published, mirror, mon
 
 def test_unverified_card_warns_and_the_lock_records_what_was_seen(hub, published, tmp_path):
     hub.card("third-party", published["first"], verified=False)
-    with pytest.warns(UnverifiedWeightsWarning, match="card 'third-party' is marked verified: false .* "
-                                                      "model.safetensors has sha256 " + published["first_sha"]):
+    with pytest.warns(
+        UnverifiedWeightsWarning,
+        match="card 'third-party' is marked verified: false .* model.safetensors has sha256 " + published["first_sha"],
+    ):
         resolved = pull("third-party")
     assert (resolved.sha256, resolved.verified) == (published["first_sha"], False)
     lock = Lock()
     lock.add(resolved)
     lock.save(tmp_path / "zoo.lock")
-    assert json.loads((tmp_path / "zoo.lock").read_text()) == {"version": 2, "weights": {"third-party": {
-        "filename": "model.safetensors", "repo_id": REPO, "revision": published["first"],
-        "files": {"config.json": published["config_sha"], "model.safetensors": published["first_sha"]}}}}
+    assert json.loads((tmp_path / "zoo.lock").read_text()) == {
+        "version": 2,
+        "weights": {
+            "third-party": {
+                "filename": "model.safetensors",
+                "repo_id": REPO,
+                "revision": published["first"],
+                "files": {"config.json": published["config_sha"], "model.safetensors": published["first_sha"]},
+            }
+        },
+    }
     # pinned by the lock, the same file is vouched for: no warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -333,11 +382,16 @@ def test_unverified_card_warns_and_the_lock_records_what_was_seen(hub, published
 
 def test_another_revision_is_unverified_unless_the_bytes_match(hub, published):
     hub.card("tiny.test", published["first"], published["first_sha"])
-    with pytest.warns(UnverifiedWeightsWarning, match=f"{REPO}@{published['second']}/model.safetensors is not the "
-                                                      "file card 'tiny.test' names"):
+    with pytest.warns(
+        UnverifiedWeightsWarning,
+        match=f"{REPO}@{published['second']}/model.safetensors is not the file card 'tiny.test' names",
+    ):
         resolved = pull("tiny.test", revision="main")
-    assert (resolved.revision, resolved.sha256, resolved.verified) == (published["second"], published["second_sha"],
-                                                                       False)
+    assert (resolved.revision, resolved.sha256, resolved.verified) == (
+        published["second"],
+        published["second_sha"],
+        False,
+    )
     hub.card("tiny.test", published["second"], published["second_sha"])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -346,35 +400,52 @@ def test_another_revision_is_unverified_unless_the_bytes_match(hub, published):
 
 def test_lock_pins_revision_and_sha256(hub, published, tmp_path):
     hub.card("tiny.test", published["second"], published["second_sha"])  # the card has moved on
-    pinned = {"repo_id": REPO, "revision": published["first"], "filename": "model.safetensors",
-              "files": {"config.json": published["config_sha"], "model.safetensors": published["first_sha"]}}
+    pinned = {
+        "repo_id": REPO,
+        "revision": published["first"],
+        "filename": "model.safetensors",
+        "files": {"config.json": published["config_sha"], "model.safetensors": published["first_sha"]},
+    }
     Lock({"tiny.test": pinned}).save(tmp_path / "zoo.lock")
     resolved = resolve_weights("tiny.test", Lock.load(tmp_path / "zoo.lock"))
     assert (resolved.revision, resolved.sha256, resolved.verified) == (published["first"], published["first_sha"], True)
     assert resolve_weights("tiny.test").revision == published["second"]  # without the lock: the card
 
-    Lock({"tiny.test": dict(pinned, files=dict(pinned["files"], **{"model.safetensors": published["second_sha"]}))}
-         ).save(tmp_path / "bad.lock")
+    Lock(
+        {"tiny.test": dict(pinned, files=dict(pinned["files"], **{"model.safetensors": published["second_sha"]}))}
+    ).save(tmp_path / "bad.lock")
     with pytest.raises(DataError) as err:
         resolve_weights("tiny.test", Lock.load(tmp_path / "bad.lock"))
-    assert (f"sha256 mismatch for {REPO}@{published['first']}/model.safetensors: expected {published['second_sha']} "
-            f"(pinned by the lock {tmp_path / 'bad.lock'}), found {published['first_sha']}") in str(err.value)
+    assert (
+        f"sha256 mismatch for {REPO}@{published['first']}/model.safetensors: expected {published['second_sha']} "
+        f"(pinned by the lock {tmp_path / 'bad.lock'}), found {published['first_sha']}"
+    ) in str(err.value)
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("{not json", "not a readable zoo.lock"),
-    ('{"version": 3, "weights": {}}', "not a zoo.lock: expected"),
-    ('["not", "a", "mapping"]', "not a zoo.lock: expected"),
-    ('{"version": 1, "weights": {"x": {"repo_id": "a/b", "revision": "main", "filename": "model.safetensors", '
-     '"sha256": "' + "0" * 64 + '"}}}', "invalid zoo.lock; restore it or write a new one with a run\n"
-                                        "  weights.x.revision: must be a full 40-hex commit id"),
-    ('{"version": 2, "weights": {"x": {"repo_id": "a/b", "revision": "' + "1" * 40 + '", "filename": '
-     '"../../x/model.safetensors", "files": {"model.safetensors": "' + "0" * 64 + '"}}}}',
-     "invalid zoo.lock; .*\n  weights.x.filename: must be model.safetensors, or a folder path"),
-    ('{"version": 2, "weights": {"x": {"repo_id": "a/b", "revision": "' + "1" * 40 + '", "filename": '
-     '"model.safetensors", "files": {"config.json": "' + "0" * 64 + '"}}}}',
-     "invalid zoo.lock; .*\n  weights.x: files must give the sha256 of model.safetensors"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("{not json", "not a readable zoo.lock"),
+        ('{"version": 3, "weights": {}}', "not a zoo.lock: expected"),
+        ('["not", "a", "mapping"]', "not a zoo.lock: expected"),
+        (
+            '{"version": 1, "weights": {"x": {"repo_id": "a/b", "revision": "main", "filename": "model.safetensors", '
+            '"sha256": "' + "0" * 64 + '"}}}',
+            "invalid zoo.lock; restore it or write a new one with a run\n"
+            "  weights.x.revision: must be a full 40-hex commit id",
+        ),
+        (
+            '{"version": 2, "weights": {"x": {"repo_id": "a/b", "revision": "' + "1" * 40 + '", "filename": '
+            '"../../x/model.safetensors", "files": {"model.safetensors": "' + "0" * 64 + '"}}}}',
+            "invalid zoo.lock; .*\n  weights.x.filename: must be model.safetensors, or a folder path",
+        ),
+        (
+            '{"version": 2, "weights": {"x": {"repo_id": "a/b", "revision": "' + "1" * 40 + '", "filename": '
+            '"model.safetensors", "files": {"config.json": "' + "0" * 64 + '"}}}}',
+            "invalid zoo.lock; .*\n  weights.x: files must give the sha256 of model.safetensors",
+        ),
+    ],
+)
 def test_malformed_lock_names_the_file(tmp_path, text, problem):
     path = tmp_path / "zoo.lock"
     path.write_text(text)
@@ -426,8 +497,10 @@ def test_pull_command_records_an_unverified_card_in_the_lock(hub, published, tmp
     assert result.exit_code == 0, result.output
     assert "warning: " in result.stderr and f"lock   {lock_path}" in result.output
     entry = json.loads(lock_path.read_text())["weights"]["third-party"]
-    assert (entry["revision"], entry["files"]) == (published["first"], {"config.json": published["config_sha"],
-                                                                       "model.safetensors": published["first_sha"]})
+    assert (entry["revision"], entry["files"]) == (
+        published["first"],
+        {"config.json": published["config_sha"], "model.safetensors": published["first_sha"]},
+    )
 
     local = tmp_path / "weights"
     hub.card("tiny.test", published["first"], published["first_sha"])
@@ -451,8 +524,13 @@ def swapped(mirror, model_files) -> dict[str, str]:
     edited = (json.dumps(config, indent=2) + "\n").encode()
     first = make_model_repo(mirror.mirrors_dir, SWAPPED, model_files)
     second = make_model_repo(mirror.mirrors_dir, SWAPPED, {"config.json": edited})
-    return {"first": first, "second": second, "weights_sha": sha256(model_files["model.safetensors"]),
-            "config_sha": sha256(original), "edited_sha": sha256(edited)}
+    return {
+        "first": first,
+        "second": second,
+        "weights_sha": sha256(model_files["model.safetensors"]),
+        "config_sha": sha256(original),
+        "edited_sha": sha256(edited),
+    }
 
 
 def test_a_card_at_the_original_commit_is_not_fooled_by_an_edited_config(hub, swapped):
@@ -466,8 +544,11 @@ def test_a_card_at_the_original_commit_is_not_fooled_by_an_edited_config(hub, sw
 
     # the branch now has the edited config.json: same weights, other class names -> refused, never "verified"
     with pytest.warns(UnverifiedWeightsWarning, match=f"config.json has sha256 {swapped['edited_sha']}"):
-        with pytest.raises(DataError, match=f"{SWAPPED}@{swapped['second']}/config.json: its config.json names other "
-                                            "classes than card 'swap.test'"):
+        with pytest.raises(
+            DataError,
+            match=f"{SWAPPED}@{swapped['second']}/config.json: its config.json names other "
+            "classes than card 'swap.test'",
+        ):
             pull("swap.test", revision="main")
 
 
@@ -479,7 +560,8 @@ def test_a_config_whose_sha256_differs_from_the_card_is_refused_and_removed(hub,
     assert str(err.value).startswith(
         f"sha256 mismatch for {SWAPPED}@{swapped['second']}/config.json: expected {swapped['config_sha']} "
         f"(card 'swap.test'), found {swapped['edited_sha']}; the file was removed from the cache and nothing was "
-        "loaded")
+        "loaded"
+    )
     snapshot = hub_cache_dir() / "models--zoo-test--swapped" / "snapshots" / swapped["second"]
     assert not (snapshot / "config.json").exists()
     result = CliRunner().invoke(pull_command, ["swap.test"])
@@ -491,8 +573,11 @@ def test_a_changed_cached_config_is_refused(hub, published):
     resolved = pull("tiny.test")
     config = (resolved.path / "config.json").resolve()
     config.write_bytes(config.read_bytes().replace(b'"road"', b'"roaD"'))
-    with pytest.raises(DataError, match=f"sha256 mismatch for {REPO}@{published['first']}/config.json: expected "
-                                        f"{published['config_sha']} \\(card 'tiny.test'\\)"):
+    with pytest.raises(
+        DataError,
+        match=f"sha256 mismatch for {REPO}@{published['first']}/config.json: expected "
+        f"{published['config_sha']} \\(card 'tiny.test'\\)",
+    ):
         pull("tiny.test")
     assert not config.exists()
     assert pull("tiny.test").verified  # downloaded again
@@ -507,7 +592,8 @@ def test_an_older_card_pins_the_weights_only_and_warns_once_that_config_is_unver
     assert [str(w.message) for w in caught] == [
         f"card 'old.test' pins only the weights' sha256, so {REPO}@{published['first']}/config.json (the architecture "
         f"and the class names) is unverified; it has sha256 {published['config_sha']}; ask its maintainers for a card "
-        "with hub.files (zoo push prints one)"]
+        "with hub.files (zoo push prints one)"
+    ]
     assert (resolved.verified, resolved.vouched) == (False, ("model.safetensors",))
     result = CliRunner().invoke(pull_command, ["old.test"])
     assert f"model.safetensors  sha256 {published['first_sha']} (verified against card 'old.test')" in result.output
@@ -522,18 +608,35 @@ def test_an_older_card_pins_the_weights_only_and_warns_once_that_config_is_unver
 
 def test_a_version_1_lock_still_pins_the_weights(hub, published, tmp_path):
     hub.card("tiny.test", published["second"], published["second_sha"])
-    (tmp_path / "v1.lock").write_text(json.dumps({"version": 1, "weights": {"tiny.test": {
-        "repo_id": REPO, "revision": published["first"], "filename": "model.safetensors",
-        "sha256": published["first_sha"]}}}))
+    (tmp_path / "v1.lock").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "weights": {
+                    "tiny.test": {
+                        "repo_id": REPO,
+                        "revision": published["first"],
+                        "filename": "model.safetensors",
+                        "sha256": published["first_sha"],
+                    }
+                },
+            }
+        )
+    )
     lock = Lock.load(tmp_path / "v1.lock")
     with pytest.warns(UnverifiedWeightsWarning, match=f"the lock {tmp_path / 'v1.lock'} pins only the weights' sha256"):
         resolved = resolve_weights("tiny.test", lock)
-    assert (resolved.revision, resolved.sha256, resolved.verified) == (published["first"], published["first_sha"],
-                                                                       False)
+    assert (resolved.revision, resolved.sha256, resolved.verified) == (
+        published["first"],
+        published["first_sha"],
+        False,
+    )
     lock.add(resolved)  # rewritten as version 2, with the config's sha256 as seen
     lock.save(tmp_path / "v2.lock")
     assert Lock.load(tmp_path / "v2.lock").entries["tiny.test"].files == {
-        "model.safetensors": published["first_sha"], "config.json": published["config_sha"]}
+        "model.safetensors": published["first_sha"],
+        "config.json": published["config_sha"],
+    }
 
 
 def test_a_bare_name_that_is_a_card_and_a_folder_must_say_which(hub, published, model_files, tmp_path, monkeypatch):
@@ -545,8 +648,10 @@ def test_a_bare_name_that_is_a_card_and_a_folder_must_say_which(hub, published, 
         (folder / name).write_bytes(data)
     with pytest.raises(ConfigError) as err:
         resolve_weights("tiny.test")
-    assert str(err.value) == (f"weights 'tiny.test' names both the registry card 'tiny.test' and the folder {folder}; "
-                              "write `card:tiny.test` for the card or `./tiny.test` for the folder")
+    assert str(err.value) == (
+        f"weights 'tiny.test' names both the registry card 'tiny.test' and the folder {folder}; "
+        "write `card:tiny.test` for the card or `./tiny.test` for the folder"
+    )
     with pytest.raises(ConfigError, match="write `card:tiny.test` for the card"):
         zoo_core.load("tiny.test")
     by_card = resolve_weights("card:tiny.test")

@@ -15,20 +15,20 @@ import yaml
 from click.testing import CliRunner
 from huggingface_hub import HfApi, hf_hub_download
 
-from zoo_core.model_dir import build_segmentor
 from zoo_core.errors import ConfigError, DataError
 from zoo_core.hub.cards import parse_card
 from zoo_core.hub.command import push_command
-from zoo_core.model_dir import save_model_dir
 from zoo_core.hub.push import push
 from zoo_core.hub.server import HubServer
+from zoo_core.model_dir import build_segmentor, save_model_dir
 from zoo_core.plugins import core_version
 
 SMALL_MODEL = {
     "num_classes": 3,
     "backbone": {"type": "timm", "args": {"model_name": "resnet10t", "out_indices": [0, 1]}},
-    "heads": [{"type": "fcn", "args": {"in_index": [0, 1], "input_transform": "resize_concat", "channels": 8,
-                                       "num_convs": 1}}],
+    "heads": [
+        {"type": "fcn", "args": {"in_index": [0, 1], "input_transform": "resize_concat", "channels": 8, "num_convs": 1}}
+    ],
 }
 TRAIN = {"max_iters": 6, "batch_size": 2, "lr": 0.001}
 
@@ -36,8 +36,9 @@ TRAIN = {"max_iters": 6, "batch_size": 2, "lr": 0.001}
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("model")
-    save_model_dir(build_segmentor(SMALL_MODEL), SMALL_MODEL, out,
-                   extra={"class_names": ["sky", "road", "tree"], "train": TRAIN})
+    save_model_dir(
+        build_segmentor(SMALL_MODEL), SMALL_MODEL, out, extra={"class_names": ["sky", "road", "tree"], "train": TRAIN}
+    )
     return out
 
 
@@ -66,8 +67,10 @@ def listing(directory: Path) -> dict[str, bytes]:
 def write_run_metrics(run_dir: Path, tta: str = "flip", models: int = 1, split: str = "val") -> None:
     """What `zoo run` leaves beside its metrics: metrics.json and pipeline.json."""
     (run_dir / "metrics.json").write_text(json.dumps({"miou": 0.5, "mvc8": 0.75, "mvc16": None, "pixel_acc": 0.9}))
-    pipeline = {"data": {"root": "data", "split": split},
-                "models": [{"name": f"m{i}", "weights": "w", "tta": {"type": tta, "args": {}}} for i in range(models)]}
+    pipeline = {
+        "data": {"root": "data", "split": split},
+        "models": [{"name": f"m{i}", "weights": "w", "tta": {"type": tta, "args": {}}} for i in range(models)],
+    }
     (run_dir / "pipeline.json").write_text(json.dumps({"fingerprint": "x", "pipeline": pipeline}))
 
 
@@ -81,8 +84,10 @@ def test_push_makes_one_commit_and_prints_a_card_that_validates(hub, run_dir, tm
     assert card_out.read_text() == result.stdout
     weights = (run_dir / "model.safetensors").read_bytes()
     assert card.name == "tiny-model" and card.hub.repo_id == "Org/Tiny-Model"
-    assert card.hub.files == {"config.json": hashlib.sha256((run_dir / "config.json").read_bytes()).hexdigest(),
-                              "model.safetensors": hashlib.sha256(weights).hexdigest()}
+    assert card.hub.files == {
+        "config.json": hashlib.sha256((run_dir / "config.json").read_bytes()).hexdigest(),
+        "model.safetensors": hashlib.sha256(weights).hexdigest(),
+    }
     assert card.hub.size == len(weights) and "sha256:" not in result.stdout  # every file pinned, not the weights alone
     assert card.plugin.distribution == "zoo-core" and card.plugin.min_version == core_version()
     assert card.model.config.config() == SMALL_MODEL and card.class_names == ["sky", "road", "tree"]
@@ -94,8 +99,13 @@ def test_push_makes_one_commit_and_prints_a_card_that_validates(hub, run_dir, tm
     assert commits[0].commit_id == card.hub.revision
     files = {s.rfilename for s in api.model_info("Org/Tiny-Model", revision=card.hub.revision).siblings}
     assert files == {".gitattributes", "config.json", "model.safetensors", "README.md"}
-    pulled = hf_hub_download("Org/Tiny-Model", "model.safetensors", revision=card.hub.revision, endpoint=hub.url,
-                             cache_dir=tmp_path / "cache")
+    pulled = hf_hub_download(
+        "Org/Tiny-Model",
+        "model.safetensors",
+        revision=card.hub.revision,
+        endpoint=hub.url,
+        cache_dir=tmp_path / "cache",
+    )
     assert Path(pulled).read_bytes() == weights
     assert listing(run_dir) == before, "push must not write into the run directory"
 
@@ -105,8 +115,11 @@ def test_readme_front_matter_carries_the_run_metrics(hub, run_dir, tmp_path):
     result = push(run_dir, "org/tiny", license="mit")
     assert result.card.metrics.model_dump(exclude_none=True) == {"split": "val", "miou_tta": 0.5, "mvc8": 0.75}
 
-    readme = Path(hf_hub_download("org/tiny", "README.md", revision=result.commit_oid, endpoint=hub.url,
-                                  cache_dir=tmp_path / "cache")).read_text()
+    readme = Path(
+        hf_hub_download(
+            "org/tiny", "README.md", revision=result.commit_oid, endpoint=hub.url, cache_dir=tmp_path / "cache"
+        )
+    ).read_text()
     assert readme.startswith("---\n")
     front = yaml.safe_load(readme.split("---\n")[1])
     assert front["library_name"] == "zoo" and front["license"] == "mit" and front["datasets"] == ["vspw"]

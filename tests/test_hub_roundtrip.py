@@ -11,32 +11,41 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import zoo_environment
 
 import zoo_core
-from conftest import zoo_environment
 from zoo_core.data.synth import synthesize
 from zoo_core.data.vspw import VSPWDataset, normalize
 from zoo_core.engine.trainer import train
 from zoo_core.evaluation.predictions import read_prediction
 from zoo_core.hub.cards import parse_card
 from zoo_core.hub.client import pull
-from zoo_core.model_dir import load_model_dir
 from zoo_core.hub.push import push
 from zoo_core.hub.server import HubServer
+from zoo_core.model_dir import load_model_dir
 from zoo_core.pipeline.run import run_pipeline
 from zoo_core.pipeline.schema import load_pipeline
 
 SMALL_MODEL = {
     "num_classes": 124,
     "backbone": {"type": "timm", "args": {"model_name": "resnet10t", "out_indices": [0, 1]}},
-    "heads": [{"type": "fcn", "args": {"in_index": [0, 1], "input_transform": "resize_concat", "channels": 16,
-                                       "num_convs": 1}}],
+    "heads": [
+        {
+            "type": "fcn",
+            "args": {"in_index": [0, 1], "input_transform": "resize_concat", "channels": 16, "num_convs": 1},
+        }
+    ],
 }
 
 
 def zoo(*args, env=None) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "zoo_core.cli", *map(str, args)], env=zoo_environment(env),
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "zoo_core.cli", *map(str, args)],
+        env=zoo_environment(env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     return result
 
@@ -50,8 +59,13 @@ def trained_and_run(tmp_path_factory) -> tuple[Path, Path, Path, Path]:
     pipeline = {
         "data": {"root": str(root), "split": "val"},
         "model": SMALL_MODEL,
-        "train": {"max_iters": 4, "batch_size": 2, "lr": 1e-2, "log_every": 2,
-                  "transforms": [{"type": "random-crop", "size": [64, 96]}]},
+        "train": {
+            "max_iters": 4,
+            "batch_size": 2,
+            "lr": 1e-2,
+            "log_every": 2,
+            "transforms": [{"type": "random-crop", "size": [64, 96]}],
+        },
         "models": [{"name": "tiny", "weights": str(work / "model"), "tta": {"type": "flip"}}],
         "runtime": {"amp": "none", "progress": False},
     }
@@ -110,8 +124,11 @@ def test_zoo_run_with_the_card_name_gives_the_same_pngs_and_a_lock(trained_and_r
     _, path, _, run_out = trained_and_run
     hub, card = published
     out = tmp_path / "run-by-name"
-    env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "fresh-home"),
-           "ZOO_REGISTRY_PATH": str(tmp_path / "registry")}
+    env = {
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "fresh-home"),
+        "ZOO_REGISTRY_PATH": str(tmp_path / "registry"),
+    }
     zoo("run", path, "--out", out, "--set", f"models.0.weights={card.name}", env=env)
 
     reference = sorted(p.relative_to(run_out / "pred") for p in (run_out / "pred").rglob("*.png"))
@@ -120,13 +137,18 @@ def test_zoo_run_with_the_card_name_gives_the_same_pngs_and_a_lock(trained_and_r
         assert np.array_equal(read_prediction(run_out / "pred" / png), read_prediction(out / "pred" / png))
     assert json.loads((out / "metrics.json").read_text()) == json.loads((run_out / "metrics.json").read_text())
     lock = json.loads((out / "zoo.lock").read_text())["weights"][card.name]
-    assert lock == {"repo_id": "team/roundtrip-model", "revision": card.hub.revision,
-                    "filename": "model.safetensors", "files": card.hub.files}
+    assert lock == {
+        "repo_id": "team/roundtrip-model",
+        "revision": card.hub.revision,
+        "filename": "model.safetensors",
+        "files": card.hub.files,
+    }
     assert parse_card(yaml.safe_load(card.to_yaml()), "card") == card
 
 
 def test_a_pipeline_pinned_to_its_lock_ignores_a_newer_card_and_refuses_other_bytes(
-        trained_and_run, published, tmp_path):
+    trained_and_run, published, tmp_path
+):
     from safetensors.torch import load_file, save_file
 
     _, path, model_dir, _ = trained_and_run
@@ -148,8 +170,17 @@ def test_a_pipeline_pinned_to_its_lock_ignores_a_newer_card_and_refuses_other_by
     (registry / "roundtrip-model.yaml").write_text(newer.to_yaml())
 
     pinned = tmp_path / "pinned"
-    zoo("run", path, "--out", pinned, "--set", f"models.0.weights={card.name}", "--set",
-        f"lock={first / 'zoo.lock'}", env=env)
+    zoo(
+        "run",
+        path,
+        "--out",
+        pinned,
+        "--set",
+        f"models.0.weights={card.name}",
+        "--set",
+        f"lock={first / 'zoo.lock'}",
+        env=env,
+    )
     assert json.loads((pinned / "zoo.lock").read_text()) == json.loads((first / "zoo.lock").read_text())
     for png in (first / "pred").rglob("*.png"):
         assert np.array_equal(read_prediction(png), read_prediction(pinned / png.relative_to(first)))
@@ -158,8 +189,24 @@ def test_a_pipeline_pinned_to_its_lock_ignores_a_newer_card_and_refuses_other_by
     tampered["weights"][card.name]["files"]["model.safetensors"] = "0" * 64
     lock_path = tmp_path / "tampered.lock"
     lock_path.write_text(json.dumps(tampered))
-    result = subprocess.run([sys.executable, "-m", "zoo_core.cli", "run", str(path), "--out", str(tmp_path / "t"),
-                             "--set", f"models.0.weights={card.name}", "--set", f"lock={lock_path}"],
-                            env=zoo_environment(env), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zoo_core.cli",
+            "run",
+            str(path),
+            "--out",
+            str(tmp_path / "t"),
+            "--set",
+            f"models.0.weights={card.name}",
+            "--set",
+            f"lock={lock_path}",
+        ],
+        env=zoo_environment(env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "sha256" in result.stderr and "tampered.lock" in result.stderr and "0" * 64 in result.stderr

@@ -58,8 +58,9 @@ def imports_of(module: str, files: dict[str, Path]) -> set[str]:
             else:
                 source = node.module or ""
             # `from pkg import sub` imports the submodule sub; `from pkg import name` depends on pkg
-            targets = [f"{source}.{alias.name}" if f"{source}.{alias.name}" in files else source
-                       for alias in node.names]
+            targets = [
+                f"{source}.{alias.name}" if f"{source}.{alias.name}" in files else source for alias in node.names
+            ]
         else:
             continue
         for target in targets:
@@ -140,8 +141,9 @@ def cycle_path(graph: dict[str, set[str]], component: list[str]) -> list[str]:
 
 
 def _describe(graph: dict[str, set[str]], found: list[list[str]]) -> str:
-    return "\n".join(" -> ".join(cycle_path(graph, component)) + f"   (all of: {', '.join(component)})"
-                     for component in found)
+    return "\n".join(
+        " -> ".join(cycle_path(graph, component)) + f"   (all of: {', '.join(component)})" for component in found
+    )
 
 
 # --- the graph reader itself, on a throw-away package -------------------------------------------------------------
@@ -156,14 +158,17 @@ def _write_package(tmp_path: Path, sources: dict[str, str]) -> dict[str, Path]:
 
 
 def test_the_reader_sees_every_kind_of_import(tmp_path):
-    files = _write_package(tmp_path, {
-        "__init__.py": "from .a import f\n__version__ = '1'\n",
-        "a.py": "def f():\n    from .sub import deep\n    from . import b\n",
-        "b.py": "import pkg.sub.deep\nfrom pkg import __version__\nimport os\n",
-        "sub/__init__.py": "",
-        "sub/deep.py": "from ..a import f\nfrom .. import c\n",
-        "c.py": "from .sub.deep import thing\n",
-    })
+    files = _write_package(
+        tmp_path,
+        {
+            "__init__.py": "from .a import f\n__version__ = '1'\n",
+            "a.py": "def f():\n    from .sub import deep\n    from . import b\n",
+            "b.py": "import pkg.sub.deep\nfrom pkg import __version__\nimport os\n",
+            "sub/__init__.py": "",
+            "sub/deep.py": "from ..a import f\nfrom .. import c\n",
+            "c.py": "from .sub.deep import thing\n",
+        },
+    )
     graph = import_graph(files)
     assert graph["pkg"] == {"pkg.a"}
     assert graph["pkg.a"] == {"pkg.sub.deep", "pkg.b"}  # inside a function, and `from . import b`
@@ -176,8 +181,10 @@ def test_the_reader_sees_every_kind_of_import(tmp_path):
 
 
 def test_the_reader_finds_no_cycle_in_a_chain(tmp_path):
-    files = _write_package(tmp_path, {"__init__.py": "", "a.py": "from . import b\n", "b.py": "from .c import x\n",
-                                      "c.py": "import json\n"})
+    files = _write_package(
+        tmp_path,
+        {"__init__.py": "", "a.py": "from . import b\n", "b.py": "from .c import x\n", "c.py": "import json\n"},
+    )
     assert cycles(import_graph(files)) == []
 
 

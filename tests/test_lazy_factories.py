@@ -45,9 +45,9 @@ MODULES = {
             """A **weighted** loss (``weight``)."""
             return ("loss", weight)
     ''',
-    "lazypkg/broken.py": '''
+    "lazypkg/broken.py": """
         raise ImportError("needs detectron2")
-    ''',
+    """,
 }
 
 
@@ -138,16 +138,19 @@ def test_plain_factories_still_work():
         catalog.build("head", "plain", {"depth": 3})
 
 
-@pytest.mark.parametrize("text, plain", [
-    ("Uses ``num_convs`` blocks", "Uses num_convs blocks"),
-    ("See :class:`~zoo_core.interfaces.LossContext`.", "See LossContext."),
-    ("See :class:`zoo_core.interfaces.LossContext`.", "See zoo_core.interfaces.LossContext."),
-    (":py:func:`f` and :ref:`the guide <guide-label>`", "f and the guide"),
-    ("*emphasis*, **strong** and 2*3*4 stay", "emphasis, strong and 2*3*4 stay"),
-    ("`default role` and `a link <https://example.org>`_", "default role and a link"),
-    ("Example::", "Example:"),
-    ("Plain text: nothing to do (a * b).", "Plain text: nothing to do (a * b)."),
-])
+@pytest.mark.parametrize(
+    "text, plain",
+    [
+        ("Uses ``num_convs`` blocks", "Uses num_convs blocks"),
+        ("See :class:`~zoo_core.interfaces.LossContext`.", "See LossContext."),
+        ("See :class:`zoo_core.interfaces.LossContext`.", "See zoo_core.interfaces.LossContext."),
+        (":py:func:`f` and :ref:`the guide <guide-label>`", "f and the guide"),
+        ("*emphasis*, **strong** and 2*3*4 stay", "emphasis, strong and 2*3*4 stay"),
+        ("`default role` and `a link <https://example.org>`_", "default role and a link"),
+        ("Example::", "Example:"),
+        ("Plain text: nothing to do (a * b).", "Plain text: nothing to do (a * b)."),
+    ],
+)
 def test_plain_text(text, plain):
     assert plain_text(text) == plain
 
@@ -173,7 +176,8 @@ def test_a_strict_registry_imports_lazy_components(tmp_path, monkeypatch):
     (tmp_path / "halfbroken" / "parts.py").write_text('import no_such_dependency\n\nclass Head:\n    """A head."""\n')
     (tmp_path / "halfbroken" / "plugin.py").write_text(
         "from zoo_core import hookimpl, lazy\n\n@hookimpl\ndef zoo_heads():\n"
-        "    return {'half': lazy('halfbroken.parts:Head')}\n")
+        "    return {'half': lazy('halfbroken.parts:Head')}\n"
+    )
     info = tmp_path / "halfbroken-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: halfbroken\nVersion: 1.0\n")

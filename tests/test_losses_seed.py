@@ -111,6 +111,7 @@ def confusion_file(tmp_path) -> Path:
 
 # --- hand-computed values -----------------------------------------------------------------------
 
+
 def two_pixels():
     """Pixel 1: logits (2, 0), true class 1, predicted 0: p = 1 / (1 + e^2) = 0.1192029, -ln p = 2.1269280.
     Pixel 2: logits (0, 1), true class 1, predicted 1: p = e / (1 + e) = 0.7310586, -ln p = 0.3132617."""
@@ -119,8 +120,15 @@ def two_pixels():
 
 
 def test_pixel_distribution_hand_computed(tmp_path):
-    stats = {"num_classes": 2, "class_names": ["a", "b"], "pixel_counts": [300, 100], "frame_counts": [1, 1],
-             "video_counts": [1, 1], "priors": [0.75, 0.25], "labelled_pixels": 400}
+    stats = {
+        "num_classes": 2,
+        "class_names": ["a", "b"],
+        "pixel_counts": [300, 100],
+        "frame_counts": [1, 1],
+        "video_counts": [1, 1],
+        "priors": [0.75, 0.25],
+        "labelled_pixels": 400,
+    }
     (tmp_path / "stats.json").write_text(json.dumps(stats))
     # mean 200: w = (sqrt(1.5), sqrt(0.5)) = (1.2247449, 0.7071068)
     # pixel 1: max(w1, w0) = 1.2247449 -> 2.6049537; pixel 2: w1 -> 0.2215101; mean over the 2 labelled pixels
@@ -130,7 +138,8 @@ def test_pixel_distribution_hand_computed(tmp_path):
 
 def test_confusion_focal_hand_computed(tmp_path):
     write_confusion(tmp_path / "c.json", np.array([[8, 2], [4, 1]]), ["a", "b"])
-    # pixel 1: C[1,0] / min(C[1,1], C[0,0]) = 4 / 1; (1 - 0.1192029)^2 = 0.7758035 -> 4 * 0.7758035 * 2.1269280 = 6.6003127
+    # pixel 1: C[1,0] / min(C[1,1], C[0,0]) = 4 / 1; (1 - 0.1192029)^2 = 0.7758035
+    #   -> 4 * 0.7758035 * 2.1269280 = 6.6003127
     # pixel 2: C[1,1] / C[1,1] = 1; (1 - 0.7310586)^2 = 0.0723295 -> 0.0723295 * 0.3132617 = 0.0226581
     loss = ConfusionFocalLoss(confusion=str(tmp_path / "c.json"))(*two_pixels())
     assert loss.item() == pytest.approx((6.6003127 + 0.0226581) / 2, rel=1e-6)
@@ -145,14 +154,18 @@ def test_ohem_hand_computed():
 
 
 def test_weight_helpers_hand_computed():
-    torch.testing.assert_close(pixel_distribution_weights([300, 100, 0, 400]),
-                               torch.tensor([math.sqrt(1.5), math.sqrt(0.5), 0.0, math.sqrt(2.0)]))
+    torch.testing.assert_close(
+        pixel_distribution_weights([300, 100, 0, 400]),
+        torch.tensor([math.sqrt(1.5), math.sqrt(0.5), 0.0, math.sqrt(2.0)]),
+    )
     # rows = truth: W[0,1] = 3 / min(0, 5) clamped to 1; W[1,1] = 5 / 5; W[0,0] = 0 / 1
-    torch.testing.assert_close(confusion_pair_weights(np.array([[0, 3], [2, 5]])),
-                               torch.tensor([[0.0, 3.0], [2.0, 1.0]]))
+    torch.testing.assert_close(
+        confusion_pair_weights(np.array([[0, 3], [2, 5]])), torch.tensor([[0.0, 3.0], [2.0, 1.0]])
+    )
 
 
 # --- naive per-pixel references -----------------------------------------------------------------
+
 
 def test_pixel_distribution_matches_naive_loop(tiny):
     logits, target = tiny
@@ -198,6 +211,7 @@ def test_mask_classification_outputs_use_normalised_scores(tiny, confusion_file)
 
 # --- OHEM selection ---------------------------------------------------------------------------
 
+
 def test_ohem_keep_counts():
     p = torch.tensor([0.1, 0.9, 0.5, 0.8, 0.3])
     assert ohem_keep(p, 0.7, 2).tolist() == [True, False, True, False, True]  # thresh wins: 3 below 0.7
@@ -228,9 +242,13 @@ def test_ohem_min_kept_dominates_when_few_pixels_are_hard():
 
 # --- what every loss shares --------------------------------------------------------------------
 
+
 def all_losses(confusion_file: Path):
-    return [OhemCrossEntropyLoss(thresh=0.7, min_kept=3), PixelDistributionLoss(class_weight=[1.3, 0.4, 0.9]),
-            ConfusionFocalLoss(confusion=str(confusion_file))]
+    return [
+        OhemCrossEntropyLoss(thresh=0.7, min_kept=3),
+        PixelDistributionLoss(class_weight=[1.3, 0.4, 0.9]),
+        ConfusionFocalLoss(confusion=str(confusion_file)),
+    ]
 
 
 def test_logits_are_upsampled_to_the_target(tiny, confusion_file):
@@ -280,6 +298,7 @@ def test_registered_in_the_catalog_with_a_summary():
 
 # --- bad input ---------------------------------------------------------------------------------
 
+
 def test_bad_arguments_are_config_errors(tmp_path):
     catalog = get_catalog()
     with pytest.raises(ConfigError, match=r"thresh must be in \(0, 1\]"):
@@ -307,20 +326,33 @@ def test_class_count_mismatch_names_the_source(confusion_file, tiny):
         ConfusionFocalLoss(confusion=str(confusion_file))(logits, target.masked_fill(target == 1, 7), None)
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "does not exist; write it again with 'zoo eval"),
-    ("[1, 2", "not readable JSON"),
-    (json.dumps({"matrix": [[1]]}), "class_names: required but missing"),
-    (json.dumps({"class_names": ["a", "b"], "matrix": [[1, 2], [3]]}), "'matrix' has 2 rows of 1/2 counts but there "
-                                                                       "are 2 class names"),
-    (json.dumps({"class_names": ["a", "b"], "matrix": [[1, 2, 3], [4, 5, 6]]}), "'matrix' has 2 rows of 3 counts"),
-    (json.dumps({"class_names": ["a", "b"], "matrix": [[1, -2], [3, 4]]}),
-     r"matrix\[0\]\[1\]: Input should be greater than or equal to 0 \(got -2\)"),
-    (json.dumps({"class_names": ["a", "b"], "matrix": [[1, [2]], [3, 4]]}), r"matrix\[0\]\[1\]: Input should be a valid "
-                                                                           r"integer \(got \[2\]\)"),
-    (json.dumps({"class_names": ["a", "b"], "matrix": [[1, 2.5], [3, 4]]}), r"matrix\[0\]\[1\]: Input should be a valid "
-                                                                           "integer"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "does not exist; write it again with 'zoo eval"),
+        ("[1, 2", "not readable JSON"),
+        (json.dumps({"matrix": [[1]]}), "class_names: required but missing"),
+        (
+            json.dumps({"class_names": ["a", "b"], "matrix": [[1, 2], [3]]}),
+            "'matrix' has 2 rows of 1/2 counts but there are 2 class names",
+        ),
+        (json.dumps({"class_names": ["a", "b"], "matrix": [[1, 2, 3], [4, 5, 6]]}), "'matrix' has 2 rows of 3 counts"),
+        (
+            json.dumps({"class_names": ["a", "b"], "matrix": [[1, -2], [3, 4]]}),
+            r"matrix\[0\]\[1\]: Input should be greater than or equal to 0 \(got -2\)",
+        ),
+        (
+            json.dumps({"class_names": ["a", "b"], "matrix": [[1, [2]], [3, 4]]}),
+            r"matrix\[0\]\[1\]: Input should be a valid "
+            r"integer \(got \[2\]\)",
+        ),
+        (
+            json.dumps({"class_names": ["a", "b"], "matrix": [[1, 2.5], [3, 4]]}),
+            r"matrix\[0\]\[1\]: Input should be a valid "
+            "integer",
+        ),
+    ],
+)
 def test_read_confusion_checks_the_format(tmp_path, content, message):
     path = tmp_path / "c.json"
     if content is not None:
@@ -330,6 +362,7 @@ def test_read_confusion_checks_the_format(tmp_path, content, message):
 
 
 # --- writing the confusion matrix: zoo eval --confusion, zoo run ---------------------------------
+
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory) -> Path:
@@ -350,8 +383,9 @@ def test_eval_writes_the_confusion_matrix(synth_root, tmp_path):
             labelled = (raw >= 1) & (raw <= 124)
             np.add.at(expected, (raw[labelled] - 1, pred[labelled]), 1)
     out = tmp_path / "out" / "confusion.json"
-    result = CliRunner().invoke(main, ["eval", str(tmp_path / "pred"), "--data", str(synth_root),
-                                       "--confusion", str(out)])
+    result = CliRunner().invoke(
+        main, ["eval", str(tmp_path / "pred"), "--data", str(synth_root), "--confusion", str(out)]
+    )
     assert result.exit_code == 0, result.output
     matrix, names = read_confusion(out)
     assert np.array_equal(matrix, expected) and names[0] == "wall" and len(names) == 124
@@ -359,20 +393,31 @@ def test_eval_writes_the_confusion_matrix(synth_root, tmp_path):
 
 @pytest.mark.slow
 def test_run_writes_confusion_json_next_to_metrics(synth_root, tmp_path):
-    from zoo_core.model_dir import build_segmentor
-    from zoo_core.model_dir import save_model_dir
+    from zoo_core.model_dir import build_segmentor, save_model_dir
     from zoo_core.pipeline.run import run_pipeline
     from zoo_core.pipeline.schema import validate
 
-    model_config = {"num_classes": 124, "backbone": {"type": "timm", "args": {"model_name": "resnet10t",
-                                                                             "out_indices": [1, 2]}},
-                    "heads": [{"type": "fcn", "args": {"in_index": [0, 1], "input_transform": "resize_concat",
-                                                       "channels": 8, "num_convs": 1}}]}
+    model_config = {
+        "num_classes": 124,
+        "backbone": {"type": "timm", "args": {"model_name": "resnet10t", "out_indices": [1, 2]}},
+        "heads": [
+            {
+                "type": "fcn",
+                "args": {"in_index": [0, 1], "input_transform": "resize_concat", "channels": 8, "num_convs": 1},
+            }
+        ],
+    }
     torch.manual_seed(0)
     save_model_dir(build_segmentor(model_config), model_config, tmp_path / "model")
-    pipeline = validate({"data": {"root": str(synth_root), "split": "val"},
-                         "models": [{"name": "m", "weights": str(tmp_path / "model"), "tta": {"type": "identity"}}],
-                         "runtime": {"amp": "none", "progress": False}, "output": {"overlays": 0}}, "test")
+    pipeline = validate(
+        {
+            "data": {"root": str(synth_root), "split": "val"},
+            "models": [{"name": "m", "weights": str(tmp_path / "model"), "tta": {"type": "identity"}}],
+            "runtime": {"amp": "none", "progress": False},
+            "output": {"overlays": 0},
+        },
+        "test",
+    )
     metrics = run_pipeline(pipeline, tmp_path / "run", log=lambda *args: None)
     matrix, names = read_confusion(tmp_path / "run" / "confusion.json")
     assert len(names) == 124
@@ -382,6 +427,7 @@ def test_run_writes_confusion_json_next_to_metrics(synth_root, tmp_path):
         saved = metrics["per_class_iou"][name]
         assert saved is None if matrix[c].sum() == 0 else saved == pytest.approx(matrix[c, c] / union)
     assert matrix.sum() > 0
-    loss = get_catalog().build("loss", "confusion-focal", {"confusion": str(tmp_path / "run" / "confusion.json")},
-                               num_classes=124)
+    loss = get_catalog().build(
+        "loss", "confusion-focal", {"confusion": str(tmp_path / "run" / "confusion.json")}, num_classes=124
+    )
     assert loss.num_classes == 124

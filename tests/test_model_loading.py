@@ -13,9 +13,11 @@ from safetensors.torch import load_file, save_file
 from zoo_core.errors import DataError
 from zoo_core.model_dir import build_segmentor, load_model_dir, save_model_dir
 
-MODEL_CONFIG = {"num_classes": 3,
-                "backbone": {"type": "timm", "args": {"model_name": "test_resnet", "out_indices": [1, 2]}},
-                "heads": [{"type": "fcn", "args": {"channels": 8, "num_convs": 1}}]}
+MODEL_CONFIG = {
+    "num_classes": 3,
+    "backbone": {"type": "timm", "args": {"model_name": "test_resnet", "out_indices": [1, 2]}},
+    "heads": [{"type": "fcn", "args": {"channels": 8, "num_convs": 1}}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +47,9 @@ def rewrite(model_dir: Path, change) -> str:
     return name
 
 
-@pytest.mark.parametrize("dtype, stored", [(torch.float16, "float16"), (torch.bfloat16, "bfloat16"),
-                                           (torch.float64, "float64")])
+@pytest.mark.parametrize(
+    "dtype, stored", [(torch.float16, "float16"), (torch.bfloat16, "bfloat16"), (torch.float64, "float64")]
+)
 def test_another_floating_dtype_is_refused_unless_declared(model_dir, dtype, stored):
     name = rewrite(model_dir, lambda t, n: t.update({n: t[n].to(dtype)}))
     with pytest.raises(DataError) as err:
@@ -54,7 +57,8 @@ def test_another_floating_dtype_is_refused_unless_declared(model_dir, dtype, sto
     assert str(err.value) == (
         f"{model_dir / 'model.safetensors'}: tensor {name!r} is stored as {stored} but the model's parameter is "
         "float32 and config.json declares no dtype; convert the weights with `zoo convert ... --dtype` (which "
-        "records the dtype in config.json), or save them in float32")
+        "records the dtype in config.json), or save them in float32"
+    )
 
 
 @pytest.mark.parametrize("dtype, code", [(torch.bool, "BOOL"), (torch.int8, "I8"), (torch.uint8, "U8")])
@@ -62,8 +66,11 @@ def test_bool_or_integer_weights_are_refused_even_when_a_dtype_is_declared(model
     name = rewrite(model_dir, lambda t, n: t.update({n: t[n].to(dtype)}))
     config = json.loads((model_dir / "config.json").read_text())
     (model_dir / "config.json").write_text(json.dumps(dict(config, dtype="fp16")))
-    with pytest.raises(DataError, match=rf"tensor '{name}' is stored as {code}, not as floating-point numbers, but "
-                                        r"the model's parameter is float32"):
+    with pytest.raises(
+        DataError,
+        match=rf"tensor '{name}' is stored as {code}, not as floating-point numbers, but "
+        r"the model's parameter is float32",
+    ):
         load_model_dir(model_dir)
 
 
@@ -89,8 +96,11 @@ def test_a_declared_dtype_is_cast_to_the_parameters(model_dir, saved):
         assert value.dtype == original[key].dtype and torch.equal(value, expected), key
 
     name = rewrite(model_dir, lambda t, n: t.update({n: t[n].bfloat16()}))  # one tensor not in the declared dtype
-    with pytest.raises(DataError, match=rf"tensor '{name}' is stored as bfloat16 but the model's parameter is float32 "
-                                        "and config.json declares dtype fp16"):
+    with pytest.raises(
+        DataError,
+        match=rf"tensor '{name}' is stored as bfloat16 but the model's parameter is float32 "
+        "and config.json declares dtype fp16",
+    ):
         load_model_dir(model_dir)
 
     (model_dir / "config.json").write_text(json.dumps(dict(config, dtype="fp8")))

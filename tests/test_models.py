@@ -10,14 +10,14 @@ import torch
 from zoo_core.components.heads import FCNHead, OCRHead
 from zoo_core.components.losses import CrossEntropyLoss
 from zoo_core.components.segmentor import Segmentor
-from zoo_core.model_dir import build_segmentor
 from zoo_core.errors import ConfigError, DataError
-from zoo_core.model_dir import atomic_path, atomic_write_bytes, load_model_dir, save_model_dir
 from zoo_core.interfaces import MaskClassification
+from zoo_core.model_dir import atomic_path, atomic_write_bytes, build_segmentor, load_model_dir, save_model_dir
 
 
-def ocr_cascade(backbone_args: dict, num_classes: int = 5, channels: int = 16, ocr_channels: int = 8,
-                in_index=(1, 2, 3)) -> dict:
+def ocr_cascade(
+    backbone_args: dict, num_classes: int = 5, channels: int = 16, ocr_channels: int = 8, in_index=(1, 2, 3)
+) -> dict:
     head_input = {"in_index": list(in_index), "input_transform": "resize_concat"}
     return {
         "num_classes": num_classes,
@@ -29,8 +29,12 @@ def ocr_cascade(backbone_args: dict, num_classes: int = 5, channels: int = 16, o
     }
 
 
-TINY_SWIN = {"model_name": "swin_tiny_patch4_window7_224", "embed_dim": 32, "depths": [1, 1, 1, 1],
-             "num_heads": [1, 2, 4, 8]}
+TINY_SWIN = {
+    "model_name": "swin_tiny_patch4_window7_224",
+    "embed_dim": 32,
+    "depths": [1, 1, 1, 1],
+    "num_heads": [1, 2, 4, 8],
+}
 TINY_RESNET = {"model_name": "resnet18", "out_indices": [1, 2, 3, 4]}
 
 
@@ -88,8 +92,13 @@ def test_predict_normalises_mask_classification_scores():
 def test_full_size_swin_large_fcn_ocr_on_meta():
     import timm
 
-    swin_large = {"model_name": "swin_large_patch4_window12_384", "embed_dim": 192, "depths": [2, 2, 18, 2],
-                  "num_heads": [6, 12, 24, 48], "window_size": 12}
+    swin_large = {
+        "model_name": "swin_large_patch4_window12_384",
+        "embed_dim": 192,
+        "depths": [2, 2, 18, 2],
+        "num_heads": [6, 12, 24, 48],
+        "window_size": 12,
+    }
     config = ocr_cascade(swin_large, num_classes=124, channels=1024, ocr_channels=512)
     config["heads"][0]["args"].update(channels=512, num_convs=2)
     with torch.device("meta"):
@@ -124,6 +133,7 @@ def test_build_errors_name_the_field():
 
 
 # --- model directory ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def saved_swin(tmp_path_factory, tiny_swin_config):
@@ -161,8 +171,11 @@ def test_strict_load_reports_missing_and_unexpected(saved_swin, tmp_path):
     del state["heads.0.conv_seg.bias"]
     (tmp_path / "config.json").write_bytes((out_dir / "config.json").read_bytes())
     save_file(state, tmp_path / "model.safetensors")
-    with pytest.raises(DataError, match=r"model\.safetensors.*1 missing key\(s\): heads\.0\.conv_seg\.bias; "
-                                        r"1 unexpected key\(s\): heads\.1\.extra_layer\.weight"):
+    with pytest.raises(
+        DataError,
+        match=r"model\.safetensors.*1 missing key\(s\): heads\.0\.conv_seg\.bias; "
+        r"1 unexpected key\(s\): heads\.1\.extra_layer\.weight",
+    ):
         load_model_dir(tmp_path)
 
 

@@ -12,19 +12,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import TINY_MODEL, zoo_environment
+
 from zoo_core.data.synth import synthesize
 from zoo_core.errors import ConfigError
 from zoo_core.evaluation.predictions import read_prediction
 from zoo_core.pipeline.schema import apply_overrides, load_pipeline
 
+
 def tiny_pipeline(root: Path, weights: Path, **sections) -> dict:
     pipeline = {
         "data": {"root": str(root), "split": "val"},
         "model": TINY_MODEL,
-        "train": {"max_iters": 6, "batch_size": 2, "lr": 1e-3, "log_every": 2,
-                  "transforms": [{"type": "random-crop", "size": [64, 96]}, {"type": "flip"}]},
+        "train": {
+            "max_iters": 6,
+            "batch_size": 2,
+            "lr": 1e-3,
+            "log_every": 2,
+            "transforms": [{"type": "random-crop", "size": [64, 96]}, {"type": "flip"}],
+        },
         "models": [{"name": "tiny", "weights": str(weights), "tta": {"type": "flip"}}],
         "runtime": {"amp": "none", "progress": False},
     }
@@ -46,8 +52,13 @@ def trained(tmp_path_factory, synth_root) -> tuple[Path, Path]:
     run_dir = work / "model"
     path = work / "pipeline.yaml"
     path.write_text(yaml.safe_dump(tiny_pipeline(synth_root, run_dir)))
-    result = subprocess.run([sys.executable, "-m", "zoo_core.cli", "train", str(path), "--out", str(run_dir)],
-                            env=zoo_environment(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "zoo_core.cli", "train", str(path), "--out", str(run_dir)],
+        env=zoo_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     return path, run_dir
 
@@ -58,6 +69,7 @@ def write_yaml(path: Path, data: dict) -> Path:
 
 
 # --- validation before any work -------------------------------------------------------------
+
 
 def test_yaml_typo_names_line_and_no_traceback(run_zoo, tmp_path):
     bad = tmp_path / "bad.yaml"
@@ -95,7 +107,9 @@ def test_bad_choice_names_path_value_and_choices(tmp_path, synth_root):
 
 def test_set_overrides_parse_yaml_values_and_index_lists():
     raw = {"train": {"max_iters": 5}, "models": [{"name": "a", "weights": "w"}]}
-    out = apply_overrides(raw, ["train.max_iters=50", "models.0.name=b", "runtime.amp=bf16", "train.betas=[0.95, 0.999]"])
+    out = apply_overrides(
+        raw, ["train.max_iters=50", "models.0.name=b", "runtime.amp=bf16", "train.betas=[0.95, 0.999]"]
+    )
     assert out["train"]["max_iters"] == 50 and out["models"][0]["name"] == "b"
     assert out["runtime"] == {"amp": "bf16"} and out["train"]["betas"] == [0.95, 0.999]
     assert raw["train"]["max_iters"] == 5  # the input is not modified
@@ -112,6 +126,7 @@ def test_missing_weights_directory_is_a_clear_error(run_zoo, tmp_path, synth_roo
 
 
 # --- end to end -------------------------------------------------------------------------------
+
 
 def test_train_writes_loadable_model_and_logs_real_steps(trained):
     _, run_dir = trained
@@ -156,12 +171,14 @@ def test_resume_after_kill_gives_the_uninterrupted_result(trained, tmp_path):
     path, _ = trained
     reference = tmp_path / "reference"
     command = [sys.executable, "-m", "zoo_core.cli", "run", str(path)]
-    subprocess.run(command + ["--out", str(reference)], env=zoo_environment(), check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        command + ["--out", str(reference)], env=zoo_environment(), check=True, capture_output=True, timeout=300
+    )
 
     out = tmp_path / "killed"
-    process = subprocess.Popen(command + ["--out", str(out)], env=zoo_environment(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command + ["--out", str(out)], env=zoo_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list((out / "state").glob("*.npz")):
         time.sleep(0.02)
@@ -170,8 +187,9 @@ def test_resume_after_kill_gives_the_uninterrupted_result(trained, tmp_path):
     finished = len(list((out / "state").glob("*.npz")))
     assert finished >= 1 and not (out / "metrics.json").exists(), "the run should be killed midway"
 
-    result = subprocess.run(command + ["--out", str(out)], env=zoo_environment(), capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        command + ["--out", str(out)], env=zoo_environment(), capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert "finished video(s) skipped" in result.stderr
     assert json.loads((out / "metrics.json").read_text()) == json.loads((reference / "metrics.json").read_text())

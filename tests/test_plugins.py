@@ -17,8 +17,10 @@ import pytest
 from zoo_core.errors import ConfigError, PluginError
 from zoo_core.plugins import load_registry, reset_registry
 
-RECORD_KEYS = {"plugin": {"name", "distribution", "version", "status", "error"},
-               "component": {"kind", "name", "distribution", "version", "summary"}}
+RECORD_KEYS = {
+    "plugin": {"name", "distribution", "version", "status", "error"},
+    "component": {"kind", "name", "distribution", "version", "summary"},
+}
 
 GOOD_PLUGIN = '''
 from zoo_core.hookspecs import hookimpl
@@ -52,14 +54,25 @@ def zoo_tta_policies():
 # Each broken plugin also offers a valid loss: none of a broken plugin's parts may be kept.
 BROKEN_PLUGINS = {
     "import": ("import zoo_missing_framework\n", "import failed: ModuleNotFoundError", "zoo_missing_framework"),
-    "list": ("@hookimpl\ndef zoo_heads():\n    return ['listed-head']\n",
-             "validate failed: TypeError", "zoo_heads() must return a dict"),
-    "not-callable": ("@hookimpl\ndef zoo_heads():\n    return {'number-head': 3}\n",
-                     "validate failed: TypeError", "'number-head' whose factory is not callable"),
-    "misspelled-hook": ("@hookimpl\ndef zoo_head():\n    return {'lost-head': dict}\n",
-                        "validate failed: PluginValidationError", "unknown hook 'zoo_head'"),
+    "list": (
+        "@hookimpl\ndef zoo_heads():\n    return ['listed-head']\n",
+        "validate failed: TypeError",
+        "zoo_heads() must return a dict",
+    ),
+    "not-callable": (
+        "@hookimpl\ndef zoo_heads():\n    return {'number-head': 3}\n",
+        "validate failed: TypeError",
+        "'number-head' whose factory is not callable",
+    ),
+    "misspelled-hook": (
+        "@hookimpl\ndef zoo_head():\n    return {'lost-head': dict}\n",
+        "validate failed: PluginValidationError",
+        "unknown hook 'zoo_head'",
+    ),
 }
-BROKEN_COMMON = "from zoo_core.hookspecs import hookimpl\n\n@hookimpl\ndef zoo_losses():\n    return {'orphan-loss': dict}\n\n"
+BROKEN_COMMON = (
+    "from zoo_core.hookspecs import hookimpl\n\n@hookimpl\ndef zoo_losses():\n    return {'orphan-loss': dict}\n\n"
+)
 
 
 class Site:
@@ -190,10 +203,20 @@ def test_zoo_list_json_records_have_the_documented_keys(good_site, run_zoo):
     assert set(listing) == {"plugins", "components"}
     assert all(set(p) == RECORD_KEYS["plugin"] for p in listing["plugins"])
     assert all(set(c) == RECORD_KEYS["component"] for c in listing["components"])
-    assert {"name": "good", "distribution": "good-zoo-plugin", "version": "1.2.3", "status": "ok",
-            "error": ""} in listing["plugins"]
-    assert {"kind": "head", "name": "tiny-head", "distribution": "good-zoo-plugin", "version": "1.2.3",
-            "summary": "A head that only remembers its arguments."} in listing["components"]
+    assert {
+        "name": "good",
+        "distribution": "good-zoo-plugin",
+        "version": "1.2.3",
+        "status": "ok",
+        "error": "",
+    } in listing["plugins"]
+    assert {
+        "kind": "head",
+        "name": "tiny-head",
+        "distribution": "good-zoo-plugin",
+        "version": "1.2.3",
+        "summary": "A head that only remembers its arguments.",
+    } in listing["components"]
     core = [p for p in listing["plugins"] if p["distribution"] == "zoo-core"]
     assert [(p["name"], p["status"]) for p in core] == [("builtin", "ok")]
 
@@ -334,8 +357,12 @@ def test_clash_names_both_distributions(twin_site):
 
 
 def test_clash_with_a_builtin_name(site):
-    site.add("fcn-fork", "0.1", "fcn_fork", "from zoo_core.hookspecs import hookimpl\n\n"
-             "@hookimpl\ndef zoo_heads():\n    return {'fcn': dict}\n")
+    site.add(
+        "fcn-fork",
+        "0.1",
+        "fcn_fork",
+        "from zoo_core.hookspecs import hookimpl\n\n@hookimpl\ndef zoo_heads():\n    return {'fcn': dict}\n",
+    )
     registry = load_registry()
     assert record_of(registry, "fcn-fork").status == "clash"
     assert record_of(registry, "zoo-core").status == "clash"
@@ -350,23 +377,34 @@ def test_clash_with_a_builtin_name(site):
 
 def test_zoo_list_shows_clashes(twin_site, zoo_list):
     listing = zoo_list("--json")
-    statuses = {p["distribution"]: (p["status"], p["error"]) for p in listing["plugins"]
-                if p["distribution"] in ("dist-a", "dist-b")}
+    statuses = {
+        p["distribution"]: (p["status"], p["error"])
+        for p in listing["plugins"]
+        if p["distribution"] in ("dist-a", "dist-b")
+    }
     assert set(statuses) == {"dist-a", "dist-b"}
     assert all(s == "clash" and "dist-a" in e and "dist-b" in e for s, e in statuses.values())
     assert sorted((c["distribution"], c["summary"]) for c in listing["components"] if c["name"] == "twin") == [
-        ("dist-a", "Twin head from dist-a."), ("dist-b", "Twin head from dist-b.")]
+        ("dist-a", "Twin head from dist-a."),
+        ("dist-b", "Twin head from dist-b."),
+    ]
 
 
 def test_pipeline_naming_a_clashing_component_fails_and_qualified_name_works(site, tmp_path):
     from zoo_core.pipeline.schema import load_pipeline
 
-    site.add("fcn-fork", "0.1", "fcn_fork", "from zoo_core.hookspecs import hookimpl\n\n"
-             "@hookimpl\ndef zoo_heads():\n    return {'fcn': dict}\n")
+    site.add(
+        "fcn-fork",
+        "0.1",
+        "fcn_fork",
+        "from zoo_core.hookspecs import hookimpl\n\n@hookimpl\ndef zoo_heads():\n    return {'fcn': dict}\n",
+    )
     reset_registry()
     head = {"type": "fcn", "args": {}}
-    pipeline = {"data": {"root": str(tmp_path)},
-                "model": {"backbone": {"type": "timm", "args": {"model_name": "resnet10t"}}, "heads": [head]}}
+    pipeline = {
+        "data": {"root": str(tmp_path)},
+        "model": {"backbone": {"type": "timm", "args": {"model_name": "resnet10t"}}, "heads": [head]},
+    }
     path = tmp_path / "p.yaml"
     path.write_text(json.dumps(pipeline))
     with pytest.raises(PluginError) as err:
@@ -413,8 +451,9 @@ def test_plugin_subcommand_runs_and_shows_in_help(site, run_zoo):
 
 
 def test_plugin_subcommand_cannot_take_a_core_name(site, run_zoo):
-    site.add("shadow-zoo-plugin", "0.1.0", "shadow_zoo_plugin",
-             COMMAND_PLUGIN.replace("return [greet]", "return [shadow]"))
+    site.add(
+        "shadow-zoo-plugin", "0.1.0", "shadow_zoo_plugin", COMMAND_PLUGIN.replace("return [greet]", "return [shadow]")
+    )
     result = run_zoo("nosuchcommand", env=site.env)
     assert result.returncode != 0
     assert "shadow-zoo-plugin" in result.stderr and "'list' is already taken" in result.stderr

@@ -47,26 +47,34 @@ def component(kind: str, name: str, where: str, distribution: str = "zoo-core", 
 def test_run_records_every_component_in_pipeline_json_and_metrics_json(faulty, synthetic_vspw, zoo_cli, tmp_path):
     quiet = dict(EXPLODING_MODEL, heads=[{"type": "exploding", "args": {}}])
     tiny, plugged = save_model(tmp_path / "tiny", TINY_MODEL, 0), save_model(tmp_path / "plugged", quiet, 0)
-    pipeline = {"data": {"root": str(synthetic_vspw.root), "split": "val", "max_videos": 1},
-                "models": [{"name": "a", "weights": str(tiny), "tta": {"type": "fail-tta"}},
-                           {"name": "b", "weights": str(plugged)}],
-                "ensemble": {"type": "fail-at"}, "runtime": {"amp": "none", "progress": False}}
+    pipeline = {
+        "data": {"root": str(synthetic_vspw.root), "split": "val", "max_videos": 1},
+        "models": [
+            {"name": "a", "weights": str(tiny), "tta": {"type": "fail-tta"}},
+            {"name": "b", "weights": str(plugged)},
+        ],
+        "ensemble": {"type": "fail-at"},
+        "runtime": {"amp": "none", "progress": False},
+    }
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(pipeline))
     out = tmp_path / "out"
     result = zoo_cli("run", path, "--out", out)
     assert result.exit_code == 0, result.output
 
-    expected = {"zoo-core": CORE_VERSION, "components": [
-        component("backbone", "timm", "models[0].backbone"),
-        component("head", "fcn", "models[0].heads[0]"),
-        component("head", "ocr", "models[0].heads[1]"),
-        component("tta", "fail-tta", "models[0].tta", *FAULTY),
-        component("backbone", "timm", "models[1].backbone"),
-        component("head", "exploding", "models[1].heads[0]", *FAULTY),
-        component("tta", "identity", "models[1].tta"),
-        component("ensembler", "fail-at", "ensemble", *FAULTY),
-    ]}
+    expected = {
+        "zoo-core": CORE_VERSION,
+        "components": [
+            component("backbone", "timm", "models[0].backbone"),
+            component("head", "fcn", "models[0].heads[0]"),
+            component("head", "ocr", "models[0].heads[1]"),
+            component("tta", "fail-tta", "models[0].tta", *FAULTY),
+            component("backbone", "timm", "models[1].backbone"),
+            component("head", "exploding", "models[1].heads[0]", *FAULTY),
+            component("tta", "identity", "models[1].tta"),
+            component("ensembler", "fail-at", "ensemble", *FAULTY),
+        ],
+    }
     assert json.loads((out / "pipeline.json").read_text())["provenance"] == expected
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["provenance"] == expected and 0 <= metrics["miou"] <= 1
@@ -75,17 +83,27 @@ def test_run_records_every_component_in_pipeline_json_and_metrics_json(faulty, s
 def test_model_config_records_its_components(faulty, tmp_path):
     quiet = dict(EXPLODING_MODEL, heads=[{"type": "exploding", "args": {}}])
     config = json.loads((save_model(tmp_path / "model", quiet, 0) / "config.json").read_text())
-    assert config["provenance"] == {"zoo-core": CORE_VERSION, "components": [
-        component("backbone", "timm", "model.backbone"), component("head", "exploding", "model.heads[0]", *FAULTY)]}
+    assert config["provenance"] == {
+        "zoo-core": CORE_VERSION,
+        "components": [
+            component("backbone", "timm", "model.backbone"),
+            component("head", "exploding", "model.heads[0]", *FAULTY),
+        ],
+    }
     assert config["plugins"] == {"zoo-core": CORE_VERSION, "zoo-faulty": "0.3.1"}
     assert config["class_names"] == CLASS_NAMES
 
 
 def test_zoo_train_records_the_provenance_in_config_json(tiny_model_dir):
     config = json.loads((tiny_model_dir / "config.json").read_text())
-    assert config["provenance"] == {"zoo-core": CORE_VERSION, "components": [
-        component("backbone", "timm", "model.backbone"), component("head", "fcn", "model.heads[0]"),
-        component("head", "ocr", "model.heads[1]")]}
+    assert config["provenance"] == {
+        "zoo-core": CORE_VERSION,
+        "components": [
+            component("backbone", "timm", "model.backbone"),
+            component("head", "fcn", "model.heads[0]"),
+            component("head", "ocr", "model.heads[1]"),
+        ],
+    }
     assert config["zoo_version"] == CORE_VERSION
 
 
@@ -107,8 +125,14 @@ def test_zoo_list_a_distribution_or_plugin_shows_all_its_components(faulty, zoo_
 
     core = listing("zoo-core")
     names = {(c["kind"], c["name"]) for c in core["components"]}
-    assert {("backbone", "timm"), ("head", "fcn"), ("head", "ocr"), ("tta", "flip"), ("ensembler", "weighted"),
-            ("loss", "ce")} <= names
+    assert {
+        ("backbone", "timm"),
+        ("head", "fcn"),
+        ("head", "ocr"),
+        ("tta", "flip"),
+        ("ensembler", "weighted"),
+        ("loss", "ce"),
+    } <= names
     assert {c["distribution"] for c in core["components"]} == {"zoo-core"}
     assert [p["name"] for p in core["plugins"]] == ["builtin"]
     assert {c["name"] for c in listing("builtin")["components"]} == {name for _, name in names}
@@ -122,8 +146,9 @@ def test_zoo_list_a_distribution_or_plugin_shows_all_its_components(faulty, zoo_
 # -- resume integrity: the weights a run used ----------------------------------------------------------
 
 
-def test_changed_weights_refuse_to_resume_and_the_same_weights_resume(faulty, synthetic_vspw, zoo_cli, tmp_path,
-                                                                      monkeypatch):
+def test_changed_weights_refuse_to_resume_and_the_same_weights_resume(
+    faulty, synthetic_vspw, zoo_cli, tmp_path, monkeypatch
+):
     import zoo_core.pipeline.run as run
 
     weights = save_model(tmp_path / "model", TINY_MODEL, 0)
@@ -132,8 +157,10 @@ def test_changed_weights_refuse_to_resume_and_the_same_weights_resume(faulty, sy
     assert zoo_cli("run", path, "--out", out).exit_code == 0
     recorded = json.loads((out / "pipeline.json").read_text())["models"]["tiny"]["files"]
     assert set(recorded) == {"config.json", "model.safetensors"}
-    assert recorded["model.safetensors"]["sha256"] == hashlib.sha256(
-        (weights / "model.safetensors").read_bytes()).hexdigest()
+    assert (
+        recorded["model.safetensors"]["sha256"]
+        == hashlib.sha256((weights / "model.safetensors").read_bytes()).hexdigest()
+    )
 
     hashed = []
     monkeypatch.setattr(run, "file_sha256", lambda p, real=run.file_sha256: hashed.append(Path(p).name) or real(p))
@@ -178,8 +205,13 @@ def test_a_changed_config_json_refuses_to_resume(faulty, synthetic_vspw, zoo_cli
 def test_a_changed_plugin_version_warns_and_resumes(tmp_path, synthetic_vspw, zoo_cli, monkeypatch):
     site = Site(tmp_path / "site")
     site.root.mkdir()
-    site.add("zoo-drifting", "1.0", "zoo_drifting", "from zoo_core import hookimpl\n\n@hookimpl\n"
-             "def zoo_tta_policies():\n    return {'drift': lambda: (lambda predict, images: predict(images))}\n")
+    site.add(
+        "zoo-drifting",
+        "1.0",
+        "zoo_drifting",
+        "from zoo_core import hookimpl\n\n@hookimpl\n"
+        "def zoo_tta_policies():\n    return {'drift': lambda: (lambda predict, images: predict(images))}\n",
+    )
     monkeypatch.syspath_prepend(str(site.root))
     weights = save_model(tmp_path / "model", TINY_MODEL, 0)
     path = pipeline_file(tmp_path, synthetic_vspw.root, [("tiny", weights)], tta={"type": "drift"})
@@ -194,7 +226,9 @@ def test_a_changed_plugin_version_warns_and_resumes(tmp_path, synthetic_vspw, zo
             del sys.modules[module]
         reset_registry()
     assert result.exit_code == 0 and "2 finished video(s) skipped" in result.stderr
-    assert ("warning: " + str(out) + " was started with other versions (tta 'drift' at models[0].tta: "
-            "zoo-drifting 1.0 then, zoo-drifting 1.1 now)") in result.stderr
+    assert (
+        "warning: " + str(out) + " was started with other versions (tta 'drift' at models[0].tta: "
+        "zoo-drifting 1.0 then, zoo-drifting 1.1 now)"
+    ) in result.stderr
     assert json.loads((out / "pipeline.json").read_text())["provenance"]["components"][3]["version"] == "1.0"
     assert json.loads((out / "metrics.json").read_text())["provenance"]["components"][3]["version"] == "1.1"

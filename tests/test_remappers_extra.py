@@ -43,7 +43,9 @@ def test_tables_load_and_cover_their_dataset():
         assert all(row.reason for row in remapper.rows if row.target is None)  # every drop explained
     # Values a table does not list are ignored and flagged as unknown.
     assert coco.lut[11] == 255 and not coco.known[11] and coco.known[255]
-    assert coco.source_classes[0] == "person" and coco.source_classes[11] == "" and coco.source_classes[255] == "unlabeled"
+    assert (
+        coco.source_classes[0] == "person" and coco.source_classes[11] == "" and coco.source_classes[255] == "unlabeled"
+    )
 
 
 def test_coco_stuff_spot_checks():
@@ -56,10 +58,18 @@ def test_coco_stuff_spot_checks():
         assert names[animal] == OTHER_ANIMAL, animal
     assert names["bowl"] == TUB_OR_BOWL_OR_POT and VSPW_CLASSES[TUB_OR_BOWL_OR_POT] == "tub_or_bowl_or_pot"
     assert names["fire hydrant"] == 255 and names["unlabeled"] == 255
-    assert all(names[f"wall-{kind}"] == WALL for kind in ("brick", "concrete", "other", "panel", "stone", "tile", "wood"))
+    assert all(
+        names[f"wall-{kind}"] == WALL for kind in ("brick", "concrete", "other", "panel", "stone", "tile", "wood")
+    )
     # Ids follow the COCO category ids: stop sign is category 13, toothbrush 90, wood 182.
     rows = {row.source_name: row.source_id for row in coco.rows}
-    assert (rows["fire hydrant"], rows["stop sign"], rows["toothbrush"], rows["banner"], rows["wood"]) == (10, 12, 89, 91, 181)
+    assert (rows["fire hydrant"], rows["stop sign"], rows["toothbrush"], rows["banner"], rows["wood"]) == (
+        10,
+        12,
+        89,
+        91,
+        181,
+    )
     assert coco.lut[181] == WOOD and VSPW_CLASSES[WOOD] == "wood"
 
 
@@ -74,11 +84,25 @@ def test_ade20k_spot_checks():
 
 # Cityscapes' 19 evaluated classes by label id (VSPW.md), and the VSPW class each becomes.
 CITYSCAPES_EVALUATED = {
-    7: ("road", "road"), 8: ("sidewalk", "path"), 11: ("building", "building"), 12: ("wall", "wall"),
-    13: ("fence", "handrail_or_fence"), 17: ("pole", "pole"), 19: ("traffic light", "traffic_light"),
-    20: ("traffic sign", "billboard_or_Bulletin_Board"), 21: ("vegetation", "tree"), 22: ("terrain", "grass"),
-    23: ("sky", "sky"), 24: ("person", "person"), 25: ("rider", "person"), 26: ("car", "car"), 27: ("truck", "truck"),
-    28: ("bus", "bus"), 31: ("train", "train"), 32: ("motorcycle", "motorcycle"), 33: ("bicycle", "bicycle"),
+    7: ("road", "road"),
+    8: ("sidewalk", "path"),
+    11: ("building", "building"),
+    12: ("wall", "wall"),
+    13: ("fence", "handrail_or_fence"),
+    17: ("pole", "pole"),
+    19: ("traffic light", "traffic_light"),
+    20: ("traffic sign", "billboard_or_Bulletin_Board"),
+    21: ("vegetation", "tree"),
+    22: ("terrain", "grass"),
+    23: ("sky", "sky"),
+    24: ("person", "person"),
+    25: ("rider", "person"),
+    26: ("car", "car"),
+    27: ("truck", "truck"),
+    28: ("bus", "bus"),
+    31: ("train", "train"),
+    32: ("motorcycle", "motorcycle"),
+    33: ("bicycle", "bicycle"),
 }
 
 
@@ -96,7 +120,8 @@ def test_cityscapes_table_agrees_with_cityscapesscripts():
     assert evaluated == {label_id: name for label_id, (name, _) in CITYSCAPES_EVALUATED.items()}
     city = CityscapesRemapper()
     assert {label.id: label.name for label in labels.labels if label.id >= 0} == {
-        row.source_id: row.source_name for row in city.rows}
+        row.source_id: row.source_name for row in city.rows
+    }
 
 
 @pytest.mark.parametrize("factory", REMAPPERS)
@@ -133,15 +158,22 @@ def test_catalog_names():
 HEADER = "# a comment\nid\tname\tvspw\treason\n"
 
 
-@pytest.mark.parametrize("body, line, message", [
-    ("0\tcar\tcar\t\n1\tbus\tbuss\t\n", 4, "'buss' is not a VSPW class.*did you mean bus"),
-    ("0\tcar\tcar\t\n0\tvan\tcar\tmerge: vans\n", 4, "id 0 is already listed on line 3"),
-    ("256\tcar\tcar\t\n", 3, "id 256 is outside 0..255"),
-    ("x\tcar\tcar\t\n", 3, "id 'x' is not an integer"),
-    ("0\thydrant\t-\t\n", 3, "'hydrant' is dropped \\(-\\) without a reason"),
-    ("0\tcar\tcar\t\n1\tvan\tcar\tmerge: vans are cars\n", 3, "'car' merges 'car' \\(line 3\\), 'van' \\(line 4\\)"),
-    ("0\tcar\n", 3, "expected 4 tab-separated fields"),
-])
+@pytest.mark.parametrize(
+    "body, line, message",
+    [
+        ("0\tcar\tcar\t\n1\tbus\tbuss\t\n", 4, "'buss' is not a VSPW class.*did you mean bus"),
+        ("0\tcar\tcar\t\n0\tvan\tcar\tmerge: vans\n", 4, "id 0 is already listed on line 3"),
+        ("256\tcar\tcar\t\n", 3, "id 256 is outside 0..255"),
+        ("x\tcar\tcar\t\n", 3, "id 'x' is not an integer"),
+        ("0\thydrant\t-\t\n", 3, "'hydrant' is dropped \\(-\\) without a reason"),
+        (
+            "0\tcar\tcar\t\n1\tvan\tcar\tmerge: vans are cars\n",
+            3,
+            "'car' merges 'car' \\(line 3\\), 'van' \\(line 4\\)",
+        ),
+        ("0\tcar\n", 3, "expected 4 tab-separated fields"),
+    ],
+)
 def test_malformed_table_names_file_and_line(tmp_path: Path, body: str, line: int, message: str):
     path = tmp_path / "bad.tsv"
     path.write_text(HEADER + body, encoding="utf-8")

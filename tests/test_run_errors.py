@@ -133,8 +133,11 @@ def zoo_heads():
     return {"exploding": ExplodingHead}
 '''
 
-EXPLODING_MODEL = {"num_classes": 124, "backbone": TINY_MODEL["backbone"],
-                   "heads": [{"type": "exploding", "args": {"at": 3}}]}
+EXPLODING_MODEL = {
+    "num_classes": 124,
+    "backbone": TINY_MODEL["backbone"],
+    "heads": [{"type": "exploding", "args": {"at": 3}}],
+}
 CLASS_NAMES = [f"class-{i}" for i in range(124)]
 
 
@@ -162,15 +165,20 @@ def save_model(folder: Path, config: dict, seed: int) -> Path:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, faulty) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("models")
-    return {"tiny": save_model(folder / "tiny", TINY_MODEL, 0),
-            "exploding": save_model(folder / "exploding", EXPLODING_MODEL, 0)}
+    return {
+        "tiny": save_model(folder / "tiny", TINY_MODEL, 0),
+        "exploding": save_model(folder / "exploding", EXPLODING_MODEL, 0),
+    }
 
 
 def pipeline_file(folder: Path, data_root: Path, models: list[tuple[str, Path]], tta=None, ensemble=None) -> Path:
-    pipeline = {"data": {"root": str(data_root), "split": "val"},
-                "models": [{"name": name, "weights": str(weights), "tta": tta or {"type": "identity"}}
-                           for name, weights in models],
-                "runtime": {"amp": "none", "progress": False}}
+    pipeline = {
+        "data": {"root": str(data_root), "split": "val"},
+        "models": [
+            {"name": name, "weights": str(weights), "tta": tta or {"type": "identity"}} for name, weights in models
+        ],
+        "runtime": {"amp": "none", "progress": False},
+    }
     if ensemble:
         pipeline["ensemble"] = ensemble
     path = folder / "pipeline.yaml"
@@ -192,8 +200,9 @@ def error_lines(text: str) -> list[str]:
 # -- a failure while the pipeline runs -------------------------------------------------------------
 
 
-def test_ensembler_failure_is_one_line_and_the_fixed_pipeline_reuses_out(faulty, models, synthetic_vspw, run_zoo,
-                                                                         zoo_cli, tmp_path):
+def test_ensembler_failure_is_one_line_and_the_fixed_pipeline_reuses_out(
+    faulty, models, synthetic_vspw, run_zoo, zoo_cli, tmp_path
+):
     root = synthetic_vspw.root
     two = [("a", models["tiny"]), ("b", models["tiny"])]
     path = pipeline_file(tmp_path, root, two, ensemble={"type": "fail-at", "args": {"at": 2}})
@@ -204,7 +213,8 @@ def test_ensembler_failure_is_one_line_and_the_fixed_pipeline_reuses_out(faulty,
     assert result.returncode == 2, result.stderr
     assert error_lines(result.stderr) == [
         f"error: ensembler 'fail-at' (zoo-faulty 0.3.1) failed on video {video} frame {frame}: "
-        "ValueError: call 2 is over the budget"]
+        "ValueError: call 2 is over the budget"
+    ]
     assert "Traceback" not in result.stderr
     assert sorted(p.stem for p in (out / "pred" / video).glob("*.png")) == [frame_at(root, i)[1] for i in (0, 1)]
 
@@ -219,9 +229,13 @@ def test_ensembler_failure_is_one_line_and_the_fixed_pipeline_reuses_out(faulty,
     assert result.exit_code == 0, result.output
     assert "starting over" in result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["provenance"]["components"][-1] == {"kind": "ensembler", "name": "fail-at",
-                                                       "distribution": "zoo-faulty", "version": "0.3.1",
-                                                       "where": "ensemble"}
+    assert metrics["provenance"]["components"][-1] == {
+        "kind": "ensembler",
+        "name": "fail-at",
+        "distribution": "zoo-faulty",
+        "version": "0.3.1",
+        "where": "ensemble",
+    }
     for name in synthetic_vspw.splits["val"]:
         assert len(list((out / "pred" / name).glob("*.png"))) == synthetic_vspw.frames
 
@@ -247,34 +261,40 @@ def test_a_finished_video_keeps_out_from_another_pipeline(faulty, models, synthe
 
 
 def test_tta_failure_names_the_policy_the_model_and_the_frame(faulty, models, synthetic_vspw, zoo_cli, tmp_path):
-    path = pipeline_file(tmp_path, synthetic_vspw.root, [("solo", models["tiny"])],
-                         tta={"type": "fail-tta", "args": {"at": 5}})
+    path = pipeline_file(
+        tmp_path, synthetic_vspw.root, [("solo", models["tiny"])], tta={"type": "fail-tta", "args": {"at": 5}}
+    )
     result = zoo_cli("run", path, "--out", tmp_path / "out")
     video, frame = frame_at(synthetic_vspw.root, 5)
     assert result.exit_code == 2
     assert error_lines(result.stderr) == [
         f"error: tta 'fail-tta' (zoo-faulty 0.3.1) of model 'solo' failed on video {video} frame {frame}: "
-        "ValueError: the policy gave up"]
+        "ValueError: the policy gave up"
+    ]
 
 
-def test_model_failure_names_its_backbone_and_heads_with_their_distributions(faulty, models, synthetic_vspw,
-                                                                             zoo_cli, tmp_path):
-    path = pipeline_file(tmp_path, synthetic_vspw.root, [("boom", models["exploding"])],
-                         tta={"type": "flip"})  # two forwards per frame: forward 3 is frame 1, mirrored
+def test_model_failure_names_its_backbone_and_heads_with_their_distributions(
+    faulty, models, synthetic_vspw, zoo_cli, tmp_path
+):
+    path = pipeline_file(
+        tmp_path, synthetic_vspw.root, [("boom", models["exploding"])], tta={"type": "flip"}
+    )  # two forwards per frame: forward 3 is frame 1, mirrored
     result = zoo_cli("run", path, "--out", tmp_path / "out")
     video, frame = frame_at(synthetic_vspw.root, 1)
     assert result.exit_code == 2
     assert error_lines(result.stderr) == [
         "error: model 'boom' (backbone 'timm' from zoo-core 0.1.0, head 'exploding' from zoo-faulty 0.3.1) "
-        f"failed on video {video} frame {frame}: RuntimeError: the head exploded"]
+        f"failed on video {video} frame {frame}: RuntimeError: the head exploded"
+    ]
 
 
 def test_component_error_keeps_the_original_exception_as_its_cause(faulty, models, synthetic_vspw, tmp_path):
     from zoo_core.pipeline.run import run_pipeline
     from zoo_core.pipeline.schema import load_pipeline
 
-    path = pipeline_file(tmp_path, synthetic_vspw.root, [("solo", models["tiny"])],
-                         tta={"type": "fail-tta", "args": {"at": 0}})
+    path = pipeline_file(
+        tmp_path, synthetic_vspw.root, [("solo", models["tiny"])], tta={"type": "fail-tta", "args": {"at": 0}}
+    )
     with pytest.raises(ComponentError) as info:
         run_pipeline(load_pipeline(path), tmp_path / "out", log=lambda message: None)
     assert info.value.exit_code == 2
@@ -294,19 +314,29 @@ def unloadable(models, tmp_path) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("ensemble, message", [
-    ({"type": "weighted", "args": {"weights": {"tinyy": 1.0}}},
-     "error: ensembler 'weighted' (zoo-core 0.1.0) failed checking ensemble.args: weighted ensembler: unknown "
-     "model name(s) tinyy; no weight for tiny; the pipeline's models are: tiny"),
-    ({"type": "weighted", "args": {"gamma": 0.56}},
-     "error: ensembler 'weighted' (zoo-core 0.1.0) failed checking ensemble.args: weighted ensembler: gamma needs "
-     "exactly two models, the pipeline has 1 (tiny); use weights for more"),
-    ({"type": "fail-at", "args": {"prefer": "tinyy"}},
-     "error: ensembler 'fail-at' (zoo-faulty 0.3.1) failed checking ensemble.args: prefer: no model is named "
-     "'tinyy'; the pipeline's models are tiny"),
-])
-def test_bind_rejects_a_one_model_pipeline_before_the_weights_load(faulty, unloadable, synthetic_vspw, zoo_cli,
-                                                                  tmp_path, ensemble, message):
+@pytest.mark.parametrize(
+    "ensemble, message",
+    [
+        (
+            {"type": "weighted", "args": {"weights": {"tinyy": 1.0}}},
+            "error: ensembler 'weighted' (zoo-core 0.1.0) failed checking ensemble.args: weighted ensembler: unknown "
+            "model name(s) tinyy; no weight for tiny; the pipeline's models are: tiny",
+        ),
+        (
+            {"type": "weighted", "args": {"gamma": 0.56}},
+            "error: ensembler 'weighted' (zoo-core 0.1.0) failed checking ensemble.args: weighted ensembler: "
+            "gamma needs exactly two models, the pipeline has 1 (tiny); use weights for more",
+        ),
+        (
+            {"type": "fail-at", "args": {"prefer": "tinyy"}},
+            "error: ensembler 'fail-at' (zoo-faulty 0.3.1) failed checking ensemble.args: prefer: no model is named "
+            "'tinyy'; the pipeline's models are tiny",
+        ),
+    ],
+)
+def test_bind_rejects_a_one_model_pipeline_before_the_weights_load(
+    faulty, unloadable, synthetic_vspw, zoo_cli, tmp_path, ensemble, message
+):
     path = pipeline_file(tmp_path, synthetic_vspw.root, [("tiny", unloadable)], ensemble=ensemble)
     out = tmp_path / "out"
     result = zoo_cli("run", path, "--out", out)
@@ -322,12 +352,19 @@ def test_bind_rejects_a_one_model_pipeline_before_the_weights_load(faulty, unloa
 
 def test_bind_receives_the_pipeline_for_every_component(faulty, models, synthetic_vspw, zoo_cli, tmp_path):
     records = {name: tmp_path / f"{name}.json" for name in ("tta-a", "tta-b", "ensembler")}
-    pipeline = {"data": {"root": str(synthetic_vspw.root), "split": "val", "max_videos": 1},
-                "models": [{"name": name, "weights": str(models["tiny"]),
-                            "tta": {"type": "fail-tta", "args": {"record": str(records[f"tta-{name}"])}}}
-                           for name in ("a", "b")],
-                "ensemble": {"type": "fail-at", "args": {"record": str(records["ensembler"])}},
-                "runtime": {"amp": "none", "progress": False}}
+    pipeline = {
+        "data": {"root": str(synthetic_vspw.root), "split": "val", "max_videos": 1},
+        "models": [
+            {
+                "name": name,
+                "weights": str(models["tiny"]),
+                "tta": {"type": "fail-tta", "args": {"record": str(records[f"tta-{name}"])}},
+            }
+            for name in ("a", "b")
+        ],
+        "ensemble": {"type": "fail-at", "args": {"record": str(records["ensembler"])}},
+        "runtime": {"amp": "none", "progress": False},
+    }
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(pipeline))
     result = zoo_cli("run", path, "--out", tmp_path / "out")
@@ -341,7 +378,7 @@ def test_bind_receives_the_pipeline_for_every_component(faulty, models, syntheti
 # -- the run directory ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content", ["", "[]", "[1, 2]", "{\"pipeline\": {}}", "\xff\xfe"])
+@pytest.mark.parametrize("content", ["", "[]", "[1, 2]", '{"pipeline": {}}', "\xff\xfe"])
 def test_a_pipeline_json_no_run_wrote_is_a_clear_error(models, synthetic_vspw, zoo_cli, tmp_path, content):
     out = tmp_path / "out"
     out.mkdir()
@@ -360,24 +397,45 @@ def test_a_pipeline_json_no_run_wrote_is_a_clear_error(models, synthetic_vspw, z
 
 
 def train_file(folder: Path, data_root: Path, model: dict, loss: dict) -> Path:
-    pipeline = {"data": {"root": str(data_root), "split": "val"}, "model": model,
-                "train": {"split": "train", "max_iters": 4, "batch_size": 2, "lr": 1e-3, "checkpoint_every": 0,
-                          "transforms": [{"type": "flip"}], "loss": loss},
-                "runtime": {"amp": "none", "progress": False}}
+    pipeline = {
+        "data": {"root": str(data_root), "split": "val"},
+        "model": model,
+        "train": {
+            "split": "train",
+            "max_iters": 4,
+            "batch_size": 2,
+            "lr": 1e-3,
+            "checkpoint_every": 0,
+            "transforms": [{"type": "flip"}],
+            "loss": loss,
+        },
+        "runtime": {"amp": "none", "progress": False},
+    }
     path = folder / "train.yaml"
     path.write_text(yaml.safe_dump(pipeline))
     return path
 
 
-@pytest.mark.parametrize("model, loss, message", [
-    (TINY_MODEL, {"type": "fail-loss", "args": {"at": 2}},  # two heads: call 2 is the first of iteration 2
-     "error: loss 'fail-loss' (zoo-faulty 0.3.1) failed at iteration 2: ValueError: the loss is not defined here"),
-    (EXPLODING_MODEL, {"type": "ce"},  # one forward per iteration: forward 3 is iteration 4
-     "error: model (backbone 'timm' from zoo-core 0.1.0, head 'exploding' from zoo-faulty 0.3.1) failed at "
-     "iteration 4: RuntimeError: the head exploded"),
-])
-def test_train_failure_names_the_component_and_the_iteration(faulty, synthetic_vspw, zoo_cli, tmp_path, model, loss,
-                                                             message):
+@pytest.mark.parametrize(
+    "model, loss, message",
+    [
+        (
+            TINY_MODEL,
+            {"type": "fail-loss", "args": {"at": 2}},  # two heads: call 2 is the first of iteration 2
+            "error: loss 'fail-loss' (zoo-faulty 0.3.1) failed at iteration 2: "
+            "ValueError: the loss is not defined here",
+        ),
+        (
+            EXPLODING_MODEL,
+            {"type": "ce"},  # one forward per iteration: forward 3 is iteration 4
+            "error: model (backbone 'timm' from zoo-core 0.1.0, head 'exploding' from zoo-faulty 0.3.1) failed at "
+            "iteration 4: RuntimeError: the head exploded",
+        ),
+    ],
+)
+def test_train_failure_names_the_component_and_the_iteration(
+    faulty, synthetic_vspw, zoo_cli, tmp_path, model, loss, message
+):
     result = zoo_cli("train", train_file(tmp_path, synthetic_vspw.root, model, loss), "--out", tmp_path / "out")
     assert result.exit_code == 2
     assert error_lines(result.stderr) == [message]
@@ -392,7 +450,8 @@ def test_train_binds_the_loss_before_the_model_is_built(faulty, synthetic_vspw, 
     assert result.exit_code == 2
     assert error_lines(result.stderr) == [
         "error: loss 'fail-loss' (zoo-faulty 0.3.1) failed checking train.loss.args: classes: no-such-class not "
-        "among the 124 classes"]
+        "among the 124 classes"
+    ]
     assert not out.exists()
 
 
@@ -404,10 +463,19 @@ def test_a_policy_or_ensembler_returning_another_shape_is_named():
             return torch.full((images.shape[0], 3, *images.shape[-2:]), 1 / 3)
 
     images = torch.zeros(1, 3, 8, 12)
-    halving = ModelRunner("m", Uniform(), lambda predict, x: predict(x)[..., ::2, ::2], torch.device("cpu"),
-                          label="model 'm'", tta_label="tta 'half' (zoo-half 1.0) of model 'm'")
-    with pytest.raises(ComponentError, match=r"^tta 'half' \(zoo-half 1\.0\) of model 'm' failed: returned shape "
-                                             r"\(1, 3, 4, 6\); expected class probabilities of shape \(1, C, 8, 12\)$"):
+    halving = ModelRunner(
+        "m",
+        Uniform(),
+        lambda predict, x: predict(x)[..., ::2, ::2],
+        torch.device("cpu"),
+        label="model 'm'",
+        tta_label="tta 'half' (zoo-half 1.0) of model 'm'",
+    )
+    with pytest.raises(
+        ComponentError,
+        match=r"^tta 'half' \(zoo-half 1\.0\) of model 'm' failed: returned shape "
+        r"\(1, 3, 4, 6\); expected class probabilities of shape \(1, C, 8, 12\)$",
+    ):
         Predictor([halving], None)(images)
 
     runners = [ModelRunner(name, Uniform(), lambda predict, x: predict(x), torch.device("cpu")) for name in "ab"]
@@ -427,6 +495,7 @@ def test_a_factory_failing_otherwise_than_on_its_arguments_is_named():
     catalog.add(Entry("loss", "flaky", flaky, "zoo-flaky", "2.0", "flaky"))
     with pytest.raises(ComponentError) as info:
         catalog.build("loss", "flaky")
-    assert str(info.value) == ("loss 'flaky' (zoo-flaky 2.0) failed while being built: "
-                               "OSError: [Errno 28] No space left on device")
+    assert str(info.value) == (
+        "loss 'flaky' (zoo-flaky 2.0) failed while being built: OSError: [Errno 28] No space left on device"
+    )
     assert info.value.exit_code == 2 and isinstance(info.value.__cause__, OSError)

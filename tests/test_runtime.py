@@ -30,15 +30,18 @@ def fresh_warnings(monkeypatch):
     monkeypatch.setattr(runtime, "_warned", set())
 
 
-@pytest.mark.parametrize("flags, native, words", [
-    (X86_AVX2, False, "CPU (AVX2)"),
-    (X86_AVX512, False, "CPU (AVX512)"),
-    (X86_AVX512_BF16, True, "CPU (AVX512 with AVX512-BF16)"),
-    (X86_AMX, True, "CPU (AVX512 with AMX-BF16)"),
-    (ARM, False, "CPU (NEON)"),
-    (dict(ARM, bf16=True), True, "CPU (NEON with BF16)"),
-    ({"architecture": "riscv64"}, False, "CPU (riscv64)"),
-])
+@pytest.mark.parametrize(
+    "flags, native, words",
+    [
+        (X86_AVX2, False, "CPU (AVX2)"),
+        (X86_AVX512, False, "CPU (AVX512)"),
+        (X86_AVX512_BF16, True, "CPU (AVX512 with AVX512-BF16)"),
+        (X86_AMX, True, "CPU (AVX512 with AMX-BF16)"),
+        (ARM, False, "CPU (NEON)"),
+        (dict(ARM, bf16=True), True, "CPU (NEON with BF16)"),
+        ({"architecture": "riscv64"}, False, "CPU (riscv64)"),
+    ],
+)
 def test_cpu_support_from_its_flags(flags, native, words):
     assert cpu_bf16_support(flags, onednn_max_isa="", onednn=True) == Bf16Support(native, words)
 
@@ -51,19 +54,24 @@ def test_onednn_limited_below_bf16_is_not_native():
     assert not cpu_bf16_support(X86_AVX512_BF16, onednn_max_isa="", onednn=False).native
 
 
-@pytest.mark.parametrize("support, chosen", [
-    (Bf16Support(True, "GPU A100 (sm_80)"), "bf16"),
-    (Bf16Support(False, "GPU T4 (sm_75)"), "none"),
-    (cpu_bf16_support(X86_AVX512_BF16, "", True), "bf16"),
-    (cpu_bf16_support(X86_AVX2, "", True), "none"),
-])
+@pytest.mark.parametrize(
+    "support, chosen",
+    [
+        (Bf16Support(True, "GPU A100 (sm_80)"), "bf16"),
+        (Bf16Support(False, "GPU T4 (sm_75)"), "none"),
+        (cpu_bf16_support(X86_AVX512_BF16, "", True), "bf16"),
+        (cpu_bf16_support(X86_AVX2, "", True), "none"),
+    ],
+)
 def test_auto_picks_bf16_only_where_native(support, chosen, capsys):
     lines = []
     device = CUDA if support.device.startswith("GPU") else CPU
     assert resolve_amp("auto", device, lines.append, support=support) == chosen
     expected = "bf16 autocast" if chosen == "bf16" else "fp32"
-    assert lines == [f"precision: {expected} (runtime.amp auto: this {support.device} "
-                     + ("computes bf16 natively)" if chosen == "bf16" else "has no native bf16)")]
+    assert lines == [
+        f"precision: {expected} (runtime.amp auto: this {support.device} "
+        + ("computes bf16 natively)" if chosen == "bf16" else "has no native bf16)")
+    ]
     assert capsys.readouterr().err == ""  # auto never warns
 
 
@@ -109,9 +117,11 @@ def test_this_cpu_agrees_with_proc_cpuinfo(monkeypatch):
 
 def test_onednn_limited_to_avx2_in_a_real_process():
     """The AVX2 path without an AVX2-only machine: oneDNN limited by its own variable, in a fresh process."""
-    code = ("import torch\nfrom zoo_core.runtime import resolve_amp\n"
-            "print(resolve_amp('auto', torch.device('cpu'), print))\nresolve_amp('bf16', torch.device('cpu'))\n"
-            "resolve_amp('bf16', torch.device('cpu'))\n")
+    code = (
+        "import torch\nfrom zoo_core.runtime import resolve_amp\n"
+        "print(resolve_amp('auto', torch.device('cpu'), print))\nresolve_amp('bf16', torch.device('cpu'))\n"
+        "resolve_amp('bf16', torch.device('cpu'))\n"
+    )
     env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -121,8 +131,11 @@ def test_onednn_limited_to_avx2_in_a_real_process():
 
 
 def test_zoo_run_says_which_precision_it_chose(zoo_cli, tiny_model_dir, synthetic_vspw, tmp_path):
-    pipeline = {"data": {"root": str(synthetic_vspw.root), "split": "val", "max_videos": 1},
-                "models": [{"name": "tiny", "weights": str(tiny_model_dir)}], "runtime": {"progress": False}}
+    pipeline = {
+        "data": {"root": str(synthetic_vspw.root), "split": "val", "max_videos": 1},
+        "models": [{"name": "tiny", "weights": str(tiny_model_dir)}],
+        "runtime": {"progress": False},
+    }
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(pipeline))
     chosen = resolve_amp("auto", CPU)

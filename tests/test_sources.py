@@ -63,8 +63,12 @@ def make_cityscapes(root: Path, labels: dict[str, list[np.ndarray]]) -> Path:
         for index, label in enumerate(maps):
             city = ("aachen", "bochum")[index % 2]
             stem = f"{city}_{index:06d}_000019"
-            _write(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
-                   root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", label, index)
+            _write(
+                root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
+                root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png",
+                label,
+                index,
+            )
     return root
 
 
@@ -80,6 +84,7 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 # -- readers ------------------------------------------------------------------------------
+
 
 def test_coco_stuff_reader(tmp_path: Path):
     label = np.array([[0, 10, 2, 255]] * 3, dtype=np.uint8)
@@ -129,12 +134,15 @@ def test_reader_errors(tmp_path: Path):
         RemappedImages("cityscapes", make_cityscapes(tmp_path / "cs", {}), "train", _remapper("cityscapes"))
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "is empty"),
-    (b"not a png at all", "cannot be decoded"),
-    ("rgb", "has mode 'RGB'"),
-    ("unknown", r"values its remapping table does not list: \[11\]"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (b"not a png at all", "cannot be decoded"),
+        ("rgb", "has mode 'RGB'"),
+        ("unknown", r"values its remapping table does not list: \[11\]"),
+    ],
+)
 def test_bad_label_file_is_named(tmp_path: Path, content, message: str):
     root = make_coco(tmp_path / "coco", {"train2017": [_labelled(100)]})
     path = root / "stuffthingmaps_trainval2017" / "train2017" / "000000000000.png"
@@ -151,6 +159,7 @@ def test_bad_label_file_is_named(tmp_path: Path, content, message: str):
 
 # -- the 80% filter and its cache ----------------------------------------------------------
 
+
 def _coco_79_80(tmp_path: Path) -> Path:
     # 79 person + 21 fire hydrant (dropped by the remapping): 79% labelled; 80 person + 20 unlabeled: 80%.
     return make_coco(tmp_path / "coco", {"train2017": [_labelled(79, rest=10), _labelled(80), _labelled(100)]})
@@ -158,8 +167,9 @@ def _coco_79_80(tmp_path: Path) -> Path:
 
 def test_filter_drops_79_keeps_80(tmp_path: Path, capsys):
     root = _coco_79_80(tmp_path)
-    train_set = build_train_set([SourceSpec(type="coco-stuff", root=root, min_labelled=0.8)], None, None, 0,
-                                progress=False)
+    train_set = build_train_set(
+        [SourceSpec(type="coco-stuff", root=root, min_labelled=0.8)], None, None, 0, progress=False
+    )
     part = train_set.parts[0]
     assert [part.dataset.pairs[i].image.name for i in part.indices] == ["000000000001.jpg", "000000000002.jpg"]
     assert "kept 2 of 3 images, dropped 1 with less than 80% labelled" in capsys.readouterr().err
@@ -180,8 +190,14 @@ def test_keep_list_cache_reused_and_invalidated(tmp_path: Path, _cache: Path, mo
     messages: list[str] = []
 
     def build(threshold: float) -> TrainSet:
-        return build_train_set([SourceSpec(type="coco-stuff", root=root, min_labelled=threshold)], None, None, 0,
-                               progress=False, log=messages.append)
+        return build_train_set(
+            [SourceSpec(type="coco-stuff", root=root, min_labelled=threshold)],
+            None,
+            None,
+            0,
+            progress=False,
+            log=messages.append,
+        )
 
     assert len(build(0.8)) == 2 and len(reads) == 3
     files = list((_cache / "labelled").glob("*.json"))
@@ -193,8 +209,10 @@ def test_keep_list_cache_reused_and_invalidated(tmp_path: Path, _cache: Path, mo
     # A damaged cache file is rescanned and rewritten, not an error.
     files[0].write_text("{not json")
     assert len(build(0.8)) == 2 and len(reads) == 12
-    assert json.loads(files[0].read_text())["kept"] == ["stuffthingmaps_trainval2017/train2017/000000000001.png",
-                                                        "stuffthingmaps_trainval2017/train2017/000000000002.png"]
+    assert json.loads(files[0].read_text())["kept"] == [
+        "stuffthingmaps_trainval2017/train2017/000000000001.png",
+        "stuffthingmaps_trainval2017/train2017/000000000002.png",
+    ]
     # A new image changes the file list, so the old keep list is not used.
     make_coco(tmp_path / "coco", {"train2017": [_labelled(100)] * 4})
     assert len(build(0.8)) == 4 and len(reads) == 16
@@ -207,6 +225,7 @@ def test_nothing_left_after_the_filter(tmp_path: Path):
 
 
 # -- the training set and the mix ----------------------------------------------------------
+
 
 @pytest.fixture
 def vspw_root(tmp_path: Path) -> Path:
@@ -236,13 +255,16 @@ def test_single_vspw_source_equals_train_frames(vspw_root: Path):
     assert train_set.class_names == VSPWDataset(vspw_root, "train").class_names
 
 
-@pytest.mark.parametrize("total, ratios, expected", [
-    (10, [1, 3], [3, 7]),  # 2.5 / 7.5: the tie goes to the first source
-    (10, [1, 1, 1], [4, 3, 3]),
-    (7, [2, 1], [5, 2]),  # 4.67 / 2.33
-    (5, [0.5], [5]),
-    (3, [1, 1000], [0, 3]),
-])
+@pytest.mark.parametrize(
+    "total, ratios, expected",
+    [
+        (10, [1, 3], [3, 7]),  # 2.5 / 7.5: the tie goes to the first source
+        (10, [1, 1, 1], [4, 3, 3]),
+        (7, [2, 1], [5, 2]),  # 4.67 / 2.33
+        (5, [0.5], [5]),
+        (3, [1, 1000], [0, 3]),
+    ],
+)
 def test_proportional_counts(total: int, ratios: list[float], expected: list[int]):
     assert proportional_counts(total, ratios) == expected
 
@@ -282,12 +304,15 @@ def test_order_does_not_replay_a_sample_stream(vspw_root: Path):
     assert train_set.epoch_order(2) != np.random.default_rng((3, 2)).permutation(len(train_set)).tolist()
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"type": "kitti"}, r"train.sources\[0\].type: unknown source type 'kitti'"),
-    ({"type": "ade20k"}, r"train.sources\[0\].root: give the folder of the ade20k dataset"),
-    ({"type": "vspw", "remapper": "coco-stuff"}, r"train.sources\[0\].remapper: a vspw source reads VSPW ids"),
-    ({"type": "ade20k", "root": ".", "remapper": "nope"}, r"train.sources\[0\].remapper: unknown remapper 'nope'"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"type": "kitti"}, r"train.sources\[0\].type: unknown source type 'kitti'"),
+        ({"type": "ade20k"}, r"train.sources\[0\].root: give the folder of the ade20k dataset"),
+        ({"type": "vspw", "remapper": "coco-stuff"}, r"train.sources\[0\].remapper: a vspw source reads VSPW ids"),
+        ({"type": "ade20k", "root": ".", "remapper": "nope"}, r"train.sources\[0\].remapper: unknown remapper 'nope'"),
+    ],
+)
 def test_source_config_errors(spec: dict, message: str):
     with pytest.raises(ConfigError, match=message):
         build_train_set([SourceSpec(**spec)], None, None, 0, progress=False)
@@ -302,21 +327,35 @@ def test_zoo_train_on_a_mix(tmp_path: Path, run_zoo, _cache: Path):
     coco = make_coco(tmp_path / "coco", {"train2017": [full, sparse, full]})
     pipeline = {
         "data": {"root": str(tmp_path / "vspw")},
-        "model": {"num_classes": 124,
-                  "backbone": {"type": "timm", "args": {"model_name": "resnet10t", "out_indices": [1, 2, 3]}},
-                  "heads": [{"type": "fcn", "args": {"in_index": [0, 1, 2], "input_transform": "resize_concat",
-                                                     "channels": 8, "num_convs": 1}}]},
-        "train": {"max_iters": 2, "batch_size": 2, "warmup_iters": 0, "checkpoint_every": 0,
-                  "transforms": [{"type": "random-crop", "size": [48, 64]}],
-                  "sources": [{"type": "vspw"},
-                              {"type": "coco-stuff", "root": str(coco), "split": "train", "ratio": 0.5,
-                               "min_labelled": 0.8}]},
+        "model": {
+            "num_classes": 124,
+            "backbone": {"type": "timm", "args": {"model_name": "resnet10t", "out_indices": [1, 2, 3]}},
+            "heads": [
+                {
+                    "type": "fcn",
+                    "args": {"in_index": [0, 1, 2], "input_transform": "resize_concat", "channels": 8, "num_convs": 1},
+                }
+            ],
+        },
+        "train": {
+            "max_iters": 2,
+            "batch_size": 2,
+            "warmup_iters": 0,
+            "checkpoint_every": 0,
+            "transforms": [{"type": "random-crop", "size": [48, 64]}],
+            "sources": [
+                {"type": "vspw"},
+                {"type": "coco-stuff", "root": str(coco), "split": "train", "ratio": 0.5, "min_labelled": 0.8},
+            ],
+        },
         "runtime": {"amp": "none", "progress": False, "threads": 1},
     }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(pipeline))
     result = run_zoo("train", tmp_path / "train.yaml", "--out", tmp_path / "run", env={"ZOO_CACHE_DIR": str(_cache)})
     assert result.returncode == 0, result.stderr
     assert "kept 2 of 3 images, dropped 1" in result.stderr
-    assert "training mix (6 samples per epoch): vspw train 4 images -> 4 per epoch, coco-stuff train 2 images -> 2" \
+    assert (
+        "training mix (6 samples per epoch): vspw train 4 images -> 4 per epoch, coco-stuff train 2 images -> 2"
         in result.stderr
+    )
     assert (tmp_path / "run" / "model.safetensors").is_file() and list((_cache / "labelled").glob("*.json"))

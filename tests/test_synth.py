@@ -80,7 +80,7 @@ def test_void_surrounds_objects(tmp_path: Path):
     padded = np.pad(np.isin(mask, list(things)), 2)
     for dy in range(-2, 3):
         for dx in range(-2, 3):
-            near_thing |= padded[2 + dy:2 + dy + mask.shape[0], 2 + dx:2 + dx + mask.shape[1]]
+            near_thing |= padded[2 + dy : 2 + dy + mask.shape[0], 2 + dx : 2 + dx + mask.shape[1]]
     assert void.any() and near_thing[void].all()
 
 
@@ -130,11 +130,14 @@ def test_refuses_a_non_empty_directory_unless_forced(tmp_path: Path):
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine" and (tmp_path / "out" / "train.txt").exists()
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"videos": 1}, "videos: need at least 2"),
-    ({"frames": 0}, "frames: need at least 1"),
-    ({"size": (8, 96)}, "size: frames must be at least 16x16"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"videos": 1}, "videos: need at least 2"),
+        ({"frames": 0}, "frames: need at least 1"),
+        ({"size": (8, 96)}, "size: frames must be at least 16x16"),
+    ],
+)
 def test_bad_arguments(tmp_path: Path, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         synthesize(tmp_path / "out", **kwargs)

@@ -88,8 +88,8 @@ def test_random_crop_is_a_window_of_the_input():
         index = out_image[0, 0, 0].astype(int) * 256 + out_image[0, 0, 1]
         top, left = divmod(index, width)
         assert top <= height - 16 and left <= width - 24
-        np.testing.assert_array_equal(out_image, image[top:top + 16, left:left + 24])
-        np.testing.assert_array_equal(out_mask, mask[top:top + 16, left:left + 24])
+        np.testing.assert_array_equal(out_image, image[top : top + 16, left : left + 24])
+        np.testing.assert_array_equal(out_mask, mask[top : top + 16, left : left + 24])
         corners.add((top, left))
     assert len(corners) > 30
 
@@ -100,8 +100,8 @@ def test_random_crop_pads_image_with_0_and_mask_with_255():
     assert out_image.shape == (32, 48, 3) and out_mask.shape == (32, 48)
     assert (out_image[20:] == 0).all() and (out_mask[20:] == 255).all()
     # The width was larger: the crop kept 48 of the 70 columns.
-    left = next(x for x in range(23) if np.array_equal(out_mask[:20], mask[:, x:x + 48]))
-    np.testing.assert_array_equal(out_image[:20], image[:, left:left + 48])
+    left = next(x for x in range(23) if np.array_equal(out_mask[:20], mask[:, x : x + 48]))
+    np.testing.assert_array_equal(out_image[:20], image[:, left : left + 48])
 
 
 def test_random_crop_cat_max_ratio_prefers_mixed_windows():
@@ -204,10 +204,12 @@ def test_photometric_leaves_the_mask_and_keeps_uint8():
 
 def test_hsv_round_trip_and_agreement_with_colorsys():
     generator = rng(0)
-    colours = np.concatenate([
-        generator.integers(0, 256, (500, 3)),
-        [[0, 0, 0], [255, 255, 255], [128, 128, 128], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 0, 1]],
-    ]).astype(np.float32)
+    colours = np.concatenate(
+        [
+            generator.integers(0, 256, (500, 3)),
+            [[0, 0, 0], [255, 255, 255], [128, 128, 128], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 0, 1]],
+        ]
+    ).astype(np.float32)
     hsv = rgb_to_hsv(colours)
     assert hsv[:, 0].min() >= 0 and hsv[:, 0].max() < 180
     for rgb, (hue, saturation, value) in zip(colours, hsv):
@@ -244,23 +246,35 @@ def test_default_spec_builds_the_report_recipe():
     assert photometric.contrast_range == photometric.saturation_range == (0.5, 1.5)
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"type": "flip"}, r"train.transforms: expected a list"),
-    ([{"type": "flip"}, {"type": "rotate"}], r"train.transforms\[1\].type: Input should be 'multiscale', "
-                                             r"'random-crop', 'flip' or 'photometric' \(got 'rotate'\)"),
-    ([{"prob": 0.5}], r"entries with NAME one of multiscale, random-crop, flip, photometric\n"
-                      r"  train.transforms\[0\].type: required but missing"),
-    ([{"type": "flip"}, 3], r"train.transforms\[1\]: Input should be a valid dictionary"),
-    ([{"type": "random-crop", "sizes": [1, 2]}], r"train.transforms\[0\] \(random-crop\): invalid settings\n"
-                                                 r"  train.transforms\[0\].sizes: unknown key; "
-                                                 r"allowed keys: type, size, cat_max_ratio"),
-    ([{"type": "random-crop", "size": [480]}], r"\[0\].size: must be two positive integers \[height, width\]"),
-    ([{"type": "random-crop", "size": [48, 6.5]}], r"\[0\].size\[1\]: Input should be a valid integer"),
-    ([{"type": "flip", "prob": 2}], r"\[0\].prob: Input should be less than or equal to 1 \(got 2\)"),
-    ([{"type": "multiscale", "alpha": [2, 1]}], r"\[0\].alpha: must be \[low, high\] with low <= high"),
-    ([{"type": "multiscale", "alpha": [0, 1]}], r"\[0\].alpha: must be positive"),
-    ([{"type": "photometric", "hue_delta": -1}], r"\[0\].hue_delta: Input should be greater than or equal to 0"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"type": "flip"}, r"train.transforms: expected a list"),
+        (
+            [{"type": "flip"}, {"type": "rotate"}],
+            r"train.transforms\[1\].type: Input should be 'multiscale', "
+            r"'random-crop', 'flip' or 'photometric' \(got 'rotate'\)",
+        ),
+        (
+            [{"prob": 0.5}],
+            r"entries with NAME one of multiscale, random-crop, flip, photometric\n"
+            r"  train.transforms\[0\].type: required but missing",
+        ),
+        ([{"type": "flip"}, 3], r"train.transforms\[1\]: Input should be a valid dictionary"),
+        (
+            [{"type": "random-crop", "sizes": [1, 2]}],
+            r"train.transforms\[0\] \(random-crop\): invalid settings\n"
+            r"  train.transforms\[0\].sizes: unknown key; "
+            r"allowed keys: type, size, cat_max_ratio",
+        ),
+        ([{"type": "random-crop", "size": [480]}], r"\[0\].size: must be two positive integers \[height, width\]"),
+        ([{"type": "random-crop", "size": [48, 6.5]}], r"\[0\].size\[1\]: Input should be a valid integer"),
+        ([{"type": "flip", "prob": 2}], r"\[0\].prob: Input should be less than or equal to 1 \(got 2\)"),
+        ([{"type": "multiscale", "alpha": [2, 1]}], r"\[0\].alpha: must be \[low, high\] with low <= high"),
+        ([{"type": "multiscale", "alpha": [0, 1]}], r"\[0\].alpha: must be positive"),
+        ([{"type": "photometric", "hue_delta": -1}], r"\[0\].hue_delta: Input should be greater than or equal to 0"),
+    ],
+)
 def test_build_transforms_errors_name_the_entry(spec, message):
     with pytest.raises(ConfigError, match=message):
         build_transforms(spec, path="train.transforms")
@@ -277,10 +291,20 @@ def test_a_transform_built_in_python_validates_its_settings():
 
 def test_zoo_train_names_the_bad_transform_before_reading_data(tmp_path, run_zoo):
     pipeline = tmp_path / "train.yaml"
-    pipeline.write_text(yaml.safe_dump({
-        "data": {"root": str(tmp_path / "no-data")}, "model": TINY_MODEL,
-        "train": {"max_iters": 2, "batch_size": 1, "warmup_iters": 0,
-                  "transforms": [{"type": "flip"}, {"type": "multiscale", "alpha": [2, 1]}]}}))
+    pipeline.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"root": str(tmp_path / "no-data")},
+                "model": TINY_MODEL,
+                "train": {
+                    "max_iters": 2,
+                    "batch_size": 1,
+                    "warmup_iters": 0,
+                    "transforms": [{"type": "flip"}, {"type": "multiscale", "alpha": [2, 1]}],
+                },
+            }
+        )
+    )
     result = run_zoo("train", pipeline, "--out", tmp_path / "run")
     assert result.returncode == 2, result.stderr
     assert "train.transforms[1].alpha: must be [low, high] with low <= high (got [2, 1])" in result.stderr

@@ -23,28 +23,37 @@ def zoo_heads():
 
 @hookimpl
 def zoo_losses():
-    return {"ce": lazy(f"{_COMPONENTS}.losses:CrossEntropyLoss"),
-            "ohem-ce": lazy(f"{_COMPONENTS}.losses:OhemCrossEntropyLoss"),
-            "pixel-distribution": lazy(f"{_COMPONENTS}.losses:PixelDistributionLoss"),
-            "confusion-focal": lazy(f"{_COMPONENTS}.losses:ConfusionFocalLoss")}
+    return {
+        "ce": lazy(f"{_COMPONENTS}.losses:CrossEntropyLoss"),
+        "ohem-ce": lazy(f"{_COMPONENTS}.losses:OhemCrossEntropyLoss"),
+        "pixel-distribution": lazy(f"{_COMPONENTS}.losses:PixelDistributionLoss"),
+        "confusion-focal": lazy(f"{_COMPONENTS}.losses:ConfusionFocalLoss"),
+    }
 
 
 @hookimpl
 def zoo_remappers():
-    return {"vspw": lazy(f"{_COMPONENTS}.remappers:VSPWRemapper"),
-            "coco-stuff": lazy(f"{_COMPONENTS}.remappers:COCOStuffRemapper"),
-            "ade20k": lazy(f"{_COMPONENTS}.remappers:ADE20KRemapper"),
-            "cityscapes": lazy(f"{_COMPONENTS}.remappers:CityscapesRemapper")}
+    return {
+        "vspw": lazy(f"{_COMPONENTS}.remappers:VSPWRemapper"),
+        "coco-stuff": lazy(f"{_COMPONENTS}.remappers:COCOStuffRemapper"),
+        "ade20k": lazy(f"{_COMPONENTS}.remappers:ADE20KRemapper"),
+        "cityscapes": lazy(f"{_COMPONENTS}.remappers:CityscapesRemapper"),
+    }
 
 
 @hookimpl
 def zoo_tta_policies():
-    return {"identity": lazy(f"{_COMPONENTS}.tta:IdentityTTA"), "flip": lazy(f"{_COMPONENTS}.tta:FlipTTA"),
-            "multiscale-flip": lazy(f"{_COMPONENTS}.tta:MultiScaleFlipTTA"),
-            "resize-flip": lazy(f"{_COMPONENTS}.tta:ResizeFlipTTA")}
+    return {
+        "identity": lazy(f"{_COMPONENTS}.tta:IdentityTTA"),
+        "flip": lazy(f"{_COMPONENTS}.tta:FlipTTA"),
+        "multiscale-flip": lazy(f"{_COMPONENTS}.tta:MultiScaleFlipTTA"),
+        "resize-flip": lazy(f"{_COMPONENTS}.tta:ResizeFlipTTA"),
+    }
 
 
 @hookimpl
 def zoo_ensemblers():
-    return {"mean": lazy(f"{_COMPONENTS}.ensemblers:MeanEnsembler"),
-            "weighted": lazy(f"{_COMPONENTS}.ensemblers:WeightedEnsembler")}
+    return {
+        "mean": lazy(f"{_COMPONENTS}.ensemblers:MeanEnsembler"),
+        "weighted": lazy(f"{_COMPONENTS}.ensemblers:WeightedEnsembler"),
+    }

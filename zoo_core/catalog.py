@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .errors import ComponentError, ConfigError, PluginError, ZooError, component_errors
 from .hookspecs import KIND_HOOKS
@@ -54,8 +54,13 @@ class Entry:
 
     def provenance(self, where: str) -> dict[str, str]:
         """Which distribution and version provided the component named at ``where`` (a YAML path)."""
-        return {"kind": self.kind, "name": self.name, "distribution": self.distribution, "version": self.version,
-                "where": where}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "where": where,
+        }
 
 
 class LazyFactory:
@@ -154,8 +159,11 @@ def docstring_from_source(module: str, attr: str, depth: int = 0) -> str | None:
                     base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
                     source = ".".join(base + ([node.module] if node.module else []))
                     return docstring_from_source(source, ".".join([alias.name, *([rest] if rest else [])]), depth + 1)
-        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Name)
-                and any(isinstance(t, ast.Name) and t.id == head for t in node.targets)):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Name)
+            and any(isinstance(t, ast.Name) and t.id == head for t in node.targets)
+        ):
             return docstring_from_source(module, ".".join([node.value.id, *([rest] if rest else [])]), depth + 1)
     return None
 
@@ -246,7 +254,7 @@ class Catalog:
             raise PluginError(f"{clash_message(entries)}; write {choices} to pick one")
         return entries[0]
 
-    def build(self, kind: str, name: str, args: Optional[dict[str, Any]] = None, **injected: Any) -> Any:
+    def build(self, kind: str, name: str, args: dict[str, Any] | None = None, **injected: Any) -> Any:
         """Call the factory with the YAML ``args`` plus the ``injected`` ones it accepts."""
         entry = self.get(kind, name)
         args = dict(args or {})
@@ -258,8 +266,12 @@ class Catalog:
         if params is not None and not accepts_any:
             unknown = sorted(set(args) - set(params))
             if unknown:
-                allowed = ", ".join(k for k, param in params.items()
-                                    if k not in injected and param.kind is not param.VAR_POSITIONAL) or "(none)"
+                allowed = (
+                    ", ".join(
+                        k for k, param in params.items() if k not in injected and param.kind is not param.VAR_POSITIONAL
+                    )
+                    or "(none)"
+                )
                 raise ConfigError(f"{kind} {name!r} has no argument(s) {', '.join(unknown)}; it accepts: {allowed}")
         try:
             return entry.factory(**args)
@@ -291,8 +303,9 @@ def clash_message(entries: Iterable[Entry]) -> str:
 
 def _matches(entry: Entry, pattern: str) -> bool:
     names = (entry.name, entry.qualified_name, entry.plugin)
-    return (any(fnmatch.fnmatchcase(text, pattern) for text in names)
-            or fnmatch.fnmatchcase(_normalize(entry.distribution), _normalize(pattern)))
+    return any(fnmatch.fnmatchcase(text, pattern) for text in names) or fnmatch.fnmatchcase(
+        _normalize(entry.distribution), _normalize(pattern)
+    )
 
 
 def _normalize(distribution: str) -> str:
@@ -300,7 +313,7 @@ def _normalize(distribution: str) -> str:
     return re.sub(r"[-_.]+", "-", distribution).lower()
 
 
-def _parameters(factory: Callable[..., Any]) -> Optional[dict[str, inspect.Parameter]]:
+def _parameters(factory: Callable[..., Any]) -> dict[str, inspect.Parameter] | None:
     try:
         return dict(inspect.signature(factory).parameters)
     except (TypeError, ValueError):

@@ -108,11 +108,18 @@ def _commands_of(manager) -> dict[str, click.Command]:
 
 @main.command("list")
 @click.argument("pattern", required=False)
-@click.option("--kind", type=click.Choice(["backbone", "head", "loss", "remapper", "tta", "ensembler"]),
-              help="Only components of this kind.")
+@click.option(
+    "--kind",
+    type=click.Choice(["backbone", "head", "loss", "remapper", "tta", "ensembler"]),
+    help="Only components of this kind.",
+)
 @click.option("--weights", is_flag=True, help="List the registry cards of published weights instead.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with 'plugins' and 'components' "
-              "(with --weights: 'weights').")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object with 'plugins' and 'components' (with --weights: 'weights').",
+)
 def list_command(pattern: str | None, kind: str | None, weights: bool, as_json: bool) -> None:
     """Installed plugins and their components; PATTERN is a shell-style wildcard."""
     import fnmatch
@@ -129,12 +136,23 @@ def list_command(pattern: str | None, kind: str | None, weights: bool, as_json: 
     def provides(p) -> bool:
         return any(c.plugin == p.name and c.distribution == p.distribution for c in components)
 
-    plugins = [p for p in registry.plugins
-               if (not pattern or fnmatch.fnmatchcase(p.name, pattern) or fnmatch.fnmatchcase(p.distribution, pattern)
-                   or provides(p)) and (not kind or provides(p))]
+    plugins = [
+        p
+        for p in registry.plugins
+        if (
+            not pattern
+            or fnmatch.fnmatchcase(p.name, pattern)
+            or fnmatch.fnmatchcase(p.distribution, pattern)
+            or provides(p)
+        )
+        and (not kind or provides(p))
+    ]
     if as_json:
-        click.echo(json.dumps({"plugins": [p.record() for p in plugins],
-                               "components": [c.record() for c in components]}, indent=2))
+        click.echo(
+            json.dumps(
+                {"plugins": [p.record() for p in plugins], "components": [c.record() for c in components]}, indent=2
+            )
+        )
         return
     click.echo("Plugins")
     for p in plugins:
@@ -155,19 +173,24 @@ def _list_weights(pattern: str | None, as_json: bool) -> None:
 
     sources = [s for s in discover_cards() if not pattern or fnmatch.fnmatchcase(s.card.name, pattern)]
     if as_json:
-        click.echo(json.dumps({"weights": [dict(s.card.model_dump(mode="json"), origin=s.origin) for s in sources]},
-                              indent=2))
+        click.echo(
+            json.dumps({"weights": [dict(s.card.model_dump(mode="json"), origin=s.origin) for s in sources]}, indent=2)
+        )
         return
     if not sources:
-        click.echo("no registry cards" + (f" match {pattern!r}" if pattern else "")
-                   + " (cards come from zoo-core, plugins and the folders in ZOO_REGISTRY_PATH)")
+        click.echo(
+            "no registry cards"
+            + (f" match {pattern!r}" if pattern else "")
+            + " (cards come from zoo-core, plugins and the folders in ZOO_REGISTRY_PATH)"
+        )
     for source in sources:
         card = source.card
         metrics = card.metrics
         miou = f"mIoU {100 * metrics.miou:.2f} ({metrics.split})" if metrics and metrics.miou is not None else ""
         flag = "" if card.verified else "  [unverified]"
-        click.echo(f"{card.name:<28} {card.hub.repo_id}@{card.hub.revision[:12]}  {card.plugin.distribution:<18} "
-                   f"{miou}{flag}")
+        click.echo(
+            f"{card.name:<28} {card.hub.repo_id}@{card.hub.revision[:12]}  {card.plugin.distribution:<18} {miou}{flag}"
+        )
         if card.summary:
             click.echo(f"    {card.summary}")
 

@@ -11,8 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["ZooError", "ConfigError", "DataError", "PluginError", "ComponentError", "component_errors", "error_location",
-           "describe_validation_error"]
+__all__ = [
+    "ZooError",
+    "ConfigError",
+    "DataError",
+    "PluginError",
+    "ComponentError",
+    "component_errors",
+    "error_location",
+    "describe_validation_error",
+]
 
 
 class ZooError(Exception):

@@ -47,7 +47,7 @@ The interfaces named below are in :mod:`zoo_core.interfaces`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pluggy
 
@@ -190,7 +190,6 @@ def zoo_registry_cards() -> list:
     """
 
 
-
 @hookspec
 def zoo_commands() -> list:
     """Extra ``zoo`` subcommands: a list of ``click.Command`` objects.
@@ -208,6 +207,7 @@ def zoo_commands() -> list:
 
             return [deepen_command]
     """
+
 
 KIND_HOOKS = {
     "backbone": "zoo_backbones",

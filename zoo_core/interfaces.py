@@ -6,13 +6,27 @@ They are deliberately small: tensors plus the few facts a consumer needs.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Protocol, Union, runtime_checkable
 
 import torch
 
-__all__ = ["IGNORE_INDEX", "MaskClassification", "HeadOutput", "pixel_scores", "LossContext", "BindContext",
-           "Backbone", "Head", "Loss", "Remapper", "PredictFn", "TTAPolicy", "Ensembler"]
+__all__ = [
+    "IGNORE_INDEX",
+    "MaskClassification",
+    "HeadOutput",
+    "pixel_scores",
+    "LossContext",
+    "BindContext",
+    "Backbone",
+    "Head",
+    "Loss",
+    "Remapper",
+    "PredictFn",
+    "TTAPolicy",
+    "Ensembler",
+]
 
 IGNORE_INDEX = 255
 """Target value that every loss and metric ignores (VSPW void and "others")."""
@@ -41,7 +55,7 @@ class MaskClassification:
         return torch.einsum("nqc,nqhw->nchw", cls, masks)
 
 
-HeadOutput = Union[torch.Tensor, MaskClassification]
+HeadOutput = Union[torch.Tensor, MaskClassification]  # noqa: UP007 (a runtime alias: `|` needs Python 3.10 types)
 """What a head returns: per-pixel logits ``(N, C, h, w)`` or a :class:`MaskClassification`."""
 
 
@@ -66,11 +80,11 @@ class LossContext:
     ``needs_teacher = True`` as a class attribute and the engine fills ``teacher``.
     """
 
-    images: Optional[torch.Tensor] = None
+    images: torch.Tensor | None = None
     iteration: int = 0
     max_iters: int = 0
     head_index: int = 0
-    teacher: Optional[HeadOutput] = None
+    teacher: HeadOutput | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -128,7 +142,7 @@ class Head(Protocol):
     num_classes: int
     loss_weight: float
 
-    def __call__(self, features: list[torch.Tensor], prev_output: Optional[HeadOutput]) -> HeadOutput: ...
+    def __call__(self, features: list[torch.Tensor], prev_output: HeadOutput | None) -> HeadOutput: ...
 
 
 class Loss(Protocol):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import torch
 from torch import nn
@@ -25,13 +25,26 @@ from .errors import ConfigError, DataError
 from .fileio import atomic_path, atomic_write_bytes  # noqa: F401  (re-exported for model files)
 from .model_spec import CONFIG_NAME, FORMAT, RESERVED_KEYS, WEIGHTS_NAME, ComponentSpec, ModelSpec
 
-__all__ = ["FORMAT", "CONFIG_NAME", "WEIGHTS_NAME", "RESERVED_KEYS", "ComponentSpec", "ModelSpec", "build_segmentor",
-           "find_component", "save_model_dir", "read_model_config", "load_model_dir", "load_weights"]
+__all__ = [
+    "FORMAT",
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "RESERVED_KEYS",
+    "ComponentSpec",
+    "ModelSpec",
+    "build_segmentor",
+    "find_component",
+    "save_model_dir",
+    "read_model_config",
+    "load_model_dir",
+    "load_weights",
+    "STORED_DTYPES",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def build_segmentor(config: Union[ModelSpec, dict[str, Any]], catalog: Optional[Catalog] = None) -> Segmentor:
+def build_segmentor(config: ModelSpec | dict[str, Any], catalog: Catalog | None = None) -> Segmentor:
     """Build a :class:`Segmentor` from a :class:`ModelSpec` (or its mapping).
 
     ``{"num_classes": 124, "backbone": {"type": "timm", "args": {...}}, "heads": [{"type":
@@ -44,9 +57,17 @@ def build_segmentor(config: Union[ModelSpec, dict[str, Any]], catalog: Optional[
 
         catalog = get_catalog()
     backbone = catalog.build("backbone", spec.backbone.type, spec.backbone.args)
-    heads = [catalog.build("head", head.type, head.args, in_channels=list(backbone.channels),
-                           in_strides=list(backbone.strides), num_classes=spec.num_classes)
-             for head in spec.heads]
+    heads = [
+        catalog.build(
+            "head",
+            head.type,
+            head.args,
+            in_channels=list(backbone.channels),
+            in_strides=list(backbone.strides),
+            num_classes=spec.num_classes,
+        )
+        for head in spec.heads
+    ]
     return Segmentor(backbone, heads)
 
 
@@ -61,7 +82,7 @@ def find_component(kind: str, name: str) -> Entry:
     return get_catalog().get(kind, name)
 
 
-def save_model_dir(model: nn.Module, model_config: dict, out_dir: PathLike, extra: Optional[dict] = None) -> None:
+def save_model_dir(model: nn.Module, model_config: dict, out_dir: PathLike, extra: dict | None = None) -> None:
     """Save ``model`` (built from ``model_config``) as ``out_dir/model.safetensors`` + ``out_dir/config.json``.
 
     ``extra`` (class names, training facts) is merged into config.json at top level. The
@@ -75,8 +96,14 @@ def save_model_dir(model: nn.Module, model_config: dict, out_dir: PathLike, extr
         raise ConfigError(f"extra keys {', '.join(clash)} are reserved in {CONFIG_NAME}; rename them")
     record = provenance(model_components(model_config))
     plugins = {c["distribution"]: c["version"] for c in record["components"]}
-    config = {"format": FORMAT, "model": model_config, "zoo_version": record["zoo-core"],
-              "plugins": dict(sorted(plugins.items())), "provenance": record, **extra}
+    config = {
+        "format": FORMAT,
+        "model": model_config,
+        "zoo_version": record["zoo-core"],
+        "plugins": dict(sorted(plugins.items())),
+        "provenance": record,
+        **extra,
+    }
     try:
         payload = json.dumps(config, indent=2, sort_keys=False).encode() + b"\n"
     except TypeError as exc:
@@ -92,7 +119,8 @@ def model_components(model_config: ModelSpec | dict[str, Any], where: str = "mod
     """``(path, kind, name)`` of a model config's backbone and heads: ``model.backbone``, ``model.heads[1]``."""
     spec = ModelSpec.parse(model_config, where)
     return [(f"{where}.backbone", "backbone", spec.backbone.type)] + [
-        (f"{where}.heads[{i}]", "head", head.type) for i, head in enumerate(spec.heads)]
+        (f"{where}.heads[{i}]", "head", head.type) for i, head in enumerate(spec.heads)
+    ]
 
 
 def provenance(components: list[tuple[str, str, str]], catalog: Catalog | None = None) -> dict[str, Any]:
@@ -130,23 +158,28 @@ def read_model_config(path: PathLike) -> dict[str, Any]:
     """The parsed ``config.json`` of a model directory, checked for its format."""
     config_path = Path(path) / CONFIG_NAME
     if not config_path.is_file():
-        raise DataError(f"{config_path} not found: {path} is not a saved model directory "
-                        f"(it needs {CONFIG_NAME} and {WEIGHTS_NAME}); check the path or pull the model again")
+        raise DataError(
+            f"{config_path} not found: {path} is not a saved model directory "
+            f"(it needs {CONFIG_NAME} and {WEIGHTS_NAME}); check the path or pull the model again"
+        )
     try:
         config = json.loads(config_path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{config_path} is not valid JSON ({exc}); the download or save was interrupted: "
-                        "pull or train the model again") from None
+        raise DataError(
+            f"{config_path} is not valid JSON ({exc}); the download or save was interrupted: "
+            "pull or train the model again"
+        ) from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         found = config.get("format") if isinstance(config, dict) else type(config).__name__
-        raise DataError(f"{config_path} has format {found!r}, expected {FORMAT!r}; "
-                        "it was not written by this version of the zoo")
+        raise DataError(
+            f"{config_path} has format {found!r}, expected {FORMAT!r}; it was not written by this version of the zoo"
+        )
     if not isinstance(config.get("model"), dict):
         raise DataError(f"{config_path} has no 'model' section describing the architecture")
     return config
 
 
-def load_model_dir(path: PathLike, device: Union[str, torch.device] = "cpu") -> tuple[Segmentor, dict[str, Any]]:
+def load_model_dir(path: PathLike, device: str | torch.device = "cpu") -> tuple[Segmentor, dict[str, Any]]:
     """Rebuild the model from ``config.json`` and load ``model.safetensors`` strictly.
 
     Returns ``(segmentor in eval mode, config)``. Missing or unexpected weight names,
@@ -162,8 +195,10 @@ def load_model_dir(path: PathLike, device: Union[str, torch.device] = "cpu") -> 
         model = build_segmentor(config["model"])
     except ConfigError as exc:
         plugins = ", ".join(f"{d} {v}" for d, v in config.get("plugins", {}).items()) or "none recorded"
-        raise ConfigError(f"{path / CONFIG_NAME}: cannot rebuild the model: {exc} "
-                          f"(it was saved with: {plugins}; install those distributions)") from None
+        raise ConfigError(
+            f"{path / CONFIG_NAME}: cannot rebuild the model: {exc} "
+            f"(it was saved with: {plugins}; install those distributions)"
+        ) from None
     load_weights(model, weights_path, f"the architecture in {CONFIG_NAME}")
     return model.to(device).eval(), config
 
@@ -193,20 +228,25 @@ def load_weights(model: nn.Module, weights_path: Path, architecture: str) -> Non
         _check_dtypes(stored, model.state_dict(), declared, weights_path)
         missing, unexpected = load_model(model, str(weights_path), strict=False)
     except (SafetensorError, OSError) as exc:
-        raise DataError(f"{weights_path} is truncated or corrupt ({exc}); download it again "
-                        "(zoo pull) or re-train the model") from None
+        raise DataError(
+            f"{weights_path} is truncated or corrupt ({exc}); download it again (zoo pull) or re-train the model"
+        ) from None
     except RuntimeError as exc:  # same names, other shapes
         raise DataError(f"{weights_path} does not fit {architecture}: {exc}") from None
     if missing or unexpected:
-        raise DataError(f"{weights_path} does not match {architecture}: "
-                        f"{_names('missing', missing)}{'; ' if missing and unexpected else ''}"
-                        f"{_names('unexpected', unexpected)}; the weights belong to another model config")
+        raise DataError(
+            f"{weights_path} does not match {architecture}: "
+            f"{_names('missing', missing)}{'; ' if missing and unexpected else ''}"
+            f"{_names('unexpected', unexpected)}; the weights belong to another model config"
+        )
     loaded = model.state_dict()
     for name in stored:
         tensor = loaded.get(name)
         if tensor is not None and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise DataError(f"{weights_path}: tensor {name!r} holds NaN or infinite values; these weights cannot "
-                            "predict: use an earlier checkpoint, or train again (with a lower learning rate)")
+            raise DataError(
+                f"{weights_path}: tensor {name!r} holds NaN or infinite values; these weights cannot "
+                "predict: use an earlier checkpoint, or train again (with a lower learning rate)"
+            )
 
 
 def _declared_dtype(weights_path: Path) -> torch.dtype | None:
@@ -220,13 +260,16 @@ def _declared_dtype(weights_path: Path) -> torch.dtype | None:
     if declared is None:
         return None
     if declared not in STORED_DTYPES:
-        raise DataError(f"{config_path}: dtype {declared!r} is not one of {', '.join(STORED_DTYPES)}; "
-                        "convert the weights again with zoo convert --dtype")
+        raise DataError(
+            f"{config_path}: dtype {declared!r} is not one of {', '.join(STORED_DTYPES)}; "
+            "convert the weights again with zoo convert --dtype"
+        )
     return STORED_DTYPES[declared]
 
 
-def _check_dtypes(stored: dict[str, str], expected: dict[str, torch.Tensor], declared: torch.dtype | None,
-                  weights_path: Path) -> None:
+def _check_dtypes(
+    stored: dict[str, str], expected: dict[str, torch.Tensor], declared: torch.dtype | None, weights_path: Path
+) -> None:
     """Each floating parameter's stored dtype (safetensors' F32, BF16, BOOL, I8...) must be its own or ``declared``."""
     for name, code in stored.items():
         target = expected.get(name)
@@ -237,15 +280,19 @@ def _check_dtypes(stored: dict[str, str], expected: dict[str, torch.Tensor], dec
             continue
         wanted = str(target.dtype).removeprefix("torch.")
         if dtype is None:
-            raise DataError(f"{weights_path}: tensor {name!r} is stored as {code}, not as floating-point numbers, "
-                            f"but the model's parameter is {wanted}; these are not the model's weights "
-                            "(a quantised or damaged copy?): use the original floating-point weights")
+            raise DataError(
+                f"{weights_path}: tensor {name!r} is stored as {code}, not as floating-point numbers, "
+                f"but the model's parameter is {wanted}; these are not the model's weights "
+                "(a quantised or damaged copy?): use the original floating-point weights"
+            )
         found = str(dtype).removeprefix("torch.")
         said = next((key for key, value in STORED_DTYPES.items() if value == declared), None)
         declared_text = f"{CONFIG_NAME} declares dtype {said}" if said else f"{CONFIG_NAME} declares no dtype"
-        raise DataError(f"{weights_path}: tensor {name!r} is stored as {found} but the model's parameter is {wanted} "
-                        f"and {declared_text}; convert the weights with `zoo convert ... --dtype` (which records the "
-                        f"dtype in {CONFIG_NAME}), or save them in {wanted}")
+        raise DataError(
+            f"{weights_path}: tensor {name!r} is stored as {found} but the model's parameter is {wanted} "
+            f"and {declared_text}; convert the weights with `zoo convert ... --dtype` (which records the "
+            f"dtype in {CONFIG_NAME}), or save them in {wanted}"
+        )
 
 
 def _names(label: str, names: list[str], shown: int = 10) -> str:

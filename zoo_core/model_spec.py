@@ -18,6 +18,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 RESERVED_KEYS = ("format", "model", "zoo_version", "plugins", "provenance")
 
+
 class ComponentSpec(BaseModel):
     """A catalog component: ``type`` is its (optionally ``distribution:``-qualified) name."""
 
@@ -41,7 +42,7 @@ class ModelSpec(BaseModel):
     heads: list[ComponentSpec] = Field(min_length=1)
 
     @classmethod
-    def parse(cls, data: Any, where: str = "model") -> "ModelSpec":
+    def parse(cls, data: Any, where: str = "model") -> ModelSpec:
         """Validate ``data``; a :class:`ConfigError` names each bad field as ``where.field``."""
         if isinstance(data, ModelSpec):
             return data

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Optional
+from typing import Any
 
 import pluggy
 
@@ -39,8 +39,13 @@ class PluginRecord:
     error: str = ""
 
     def record(self) -> dict[str, str]:
-        return {"name": self.name, "distribution": self.distribution, "version": self.version,
-                "status": self.status, "error": self.error}
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "status": self.status,
+            "error": self.error,
+        }
 
     def describe(self) -> str:
         return f"plugin {self.name!r} (distribution {self.distribution} {self.version})"
@@ -67,8 +72,9 @@ def core_version() -> str:
         return __version__
 
 
-def load_registry(autoload: Optional[bool] = None, strict: Optional[bool] = None,
-                  distributions: Iterable[str] | None = None) -> Registry:
+def load_registry(
+    autoload: bool | None = None, strict: bool | None = None, distributions: Iterable[str] | None = None
+) -> Registry:
     """Discover the built-ins and every ``zoo.plugins`` entry point.
 
     ``distributions`` loads the plugins of those distributions only (the built-ins always):
@@ -111,13 +117,14 @@ def load_registry(autoload: Optional[bool] = None, strict: Optional[bool] = None
 
     missing = sorted((wanted or set()) - {_normalize(r.distribution) for r in records})
     if missing:
-        raise PluginError(f"no zoo.plugins entry point of distribution(s) {', '.join(missing)} is installed; "
-                          "install the plugin (pip install -e .) in this environment")
+        raise PluginError(
+            f"no zoo.plugins entry point of distribution(s) {', '.join(missing)} is installed; "
+            "install the plugin (pip install -e .) in this environment"
+        )
     broken = [r for r in records if r.status == "broken"]
     if broken and strict:
         cause = "ZOO_STRICT_PLUGINS is set and these" if strict_from_env else "these"
-        raise PluginError(f"{cause} plugins are broken:\n"
-                          + "\n".join(f"  {r.describe()}: {r.error}" for r in broken))
+        raise PluginError(f"{cause} plugins are broken:\n" + "\n".join(f"  {r.describe()}: {r.error}" for r in broken))
     return Registry(manager, catalog, records)
 
 
@@ -127,8 +134,9 @@ def _entry_point_order(ep: metadata.EntryPoint) -> tuple[str, str]:
     return ep.name, dist.name if dist else ""
 
 
-def _register(manager: pluggy.PluginManager, catalog: Catalog, record: PluginRecord, load: Any,
-              import_lazy: bool = False) -> None:
+def _register(
+    manager: pluggy.PluginManager, catalog: Catalog, record: PluginRecord, load: Any, import_lazy: bool = False
+) -> None:
     """``import_lazy`` (strict mode) imports every ``lazy()`` component too, so a broken module shows now."""
     stage, plugin = "import", None
     try:
@@ -182,15 +190,17 @@ def _collect(manager: pluggy.PluginManager, plugin: Any, record: PluginRecord) -
                 raise TypeError(f"{hook_name}() must return a dict of name -> factory, got {type(result).__name__}")
             for name, factory in result.items():
                 if not isinstance(name, str) or not NAME_RE.match(name):
-                    raise ValueError(f"{hook_name}() returned an invalid {kind} name {name!r} "
-                                     "(lower-case letters, digits, '-', '_' and '.')")
+                    raise ValueError(
+                        f"{hook_name}() returned an invalid {kind} name {name!r} "
+                        "(lower-case letters, digits, '-', '_' and '.')"
+                    )
                 if not callable(factory):
                     raise TypeError(f"{hook_name}() returned a {kind} {name!r} whose factory is not callable")
                 entries.append(Entry(kind, name, factory, record.distribution, record.version, record.name))
     return entries
 
 
-_REGISTRY: Optional[Registry] = None
+_REGISTRY: Registry | None = None
 
 
 def get_registry() -> Registry:
@@ -214,5 +224,8 @@ def reset_registry() -> None:
 def warn_broken_plugins() -> None:
     """Tell the user once that some plugins were skipped, without stopping the command."""
     for record in get_registry().broken():
-        print(f"warning: {record.describe()} is broken and was skipped: {record.error} "
-                   "(ZOO_STRICT_PLUGINS=1 makes this fatal)", file=sys.stderr)
+        print(
+            f"warning: {record.describe()} is broken and was skipped: {record.error} "
+            "(ZOO_STRICT_PLUGINS=1 makes this fatal)",
+            file=sys.stderr,
+        )

@@ -39,8 +39,9 @@ class Bf16Support:
     device: str  # e.g. "CPU (AVX2)", "CPU (AVX512 with AVX512-BF16)", "GPU NVIDIA T4 (sm_75)"
 
 
-def cpu_bf16_support(flags: Mapping[str, Any] | None = None, onednn_max_isa: str | None = None,
-                     onednn: bool | None = None) -> Bf16Support:
+def cpu_bf16_support(
+    flags: Mapping[str, Any] | None = None, onednn_max_isa: str | None = None, onednn: bool | None = None
+) -> Bf16Support:
     """Native bf16 on this CPU: a bf16 instruction, and oneDNN allowed to use it.
 
     ``flags`` defaults to ``torch.cpu.get_capabilities()``, ``onednn_max_isa`` to the
@@ -51,9 +52,20 @@ def cpu_bf16_support(flags: Mapping[str, Any] | None = None, onednn_max_isa: str
     if onednn_max_isa is None:
         onednn_max_isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
     onednn = torch.backends.mkldnn.is_available() if onednn is None else onednn
-    vector = next((name for flag, name in (("avx512_f", "AVX512"), ("avx2", "AVX2"), ("avx", "AVX"),
-                                           ("sve", "SVE"), ("neon", "NEON")) if flags.get(flag)),
-                  str(flags.get("architecture", "unknown")))
+    vector = next(
+        (
+            name
+            for flag, name in (
+                ("avx512_f", "AVX512"),
+                ("avx2", "AVX2"),
+                ("avx", "AVX"),
+                ("sve", "SVE"),
+                ("neon", "NEON"),
+            )
+            if flags.get(flag)
+        ),
+        str(flags.get("architecture", "unknown")),
+    )
     bf16 = [name for flag, name in BF16_INSTRUCTIONS.items() if flags.get(flag)]
     words = vector + (f" with {', '.join(bf16)}" if bf16 else "")
     if bf16 and onednn_max_isa.upper() in _ONEDNN_ISAS_WITHOUT_BF16:
@@ -67,8 +79,10 @@ def bf16_support(device: torch.device) -> Bf16Support:
     """Native bf16 on ``device`` (CUDA: bf16 without emulation; CPU: see :func:`cpu_bf16_support`)."""
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
-        return Bf16Support(torch.cuda.is_bf16_supported(including_emulation=False),
-                           f"GPU {torch.cuda.get_device_name(device)} (sm_{major}{minor})")
+        return Bf16Support(
+            torch.cuda.is_bf16_supported(including_emulation=False),
+            f"GPU {torch.cuda.get_device_name(device)} (sm_{major}{minor})",
+        )
     if device.type == "cpu":
         return cpu_bf16_support()
     return Bf16Support(False, f"{device.type} device")  # not measured here: fp32 is the safe choice
@@ -77,8 +91,9 @@ def bf16_support(device: torch.device) -> Bf16Support:
 _warned: set[str] = set()
 
 
-def resolve_amp(amp: str, device: torch.device, log: Callable[[str], None] | None = None,
-                support: Bf16Support | None = None) -> str:
+def resolve_amp(
+    amp: str, device: torch.device, log: Callable[[str], None] | None = None, support: Bf16Support | None = None
+) -> str:
     """The autocast precision to run, ``none``, ``bf16`` or ``fp16``, for the setting ``amp``.
 
     ``auto`` is ``bf16`` where ``device`` computes it natively, else ``none`` (fp32). An
@@ -97,8 +112,11 @@ def resolve_amp(amp: str, device: torch.device, log: Callable[[str], None] | Non
             reason = f": this {support.device} {verdict}"
         elif not support.native and support.device not in _warned:
             _warned.add(support.device)
-            print(f"warning: runtime.amp is bf16 but this {support.device} has no native bf16: bf16 runs slower "
-                  "than fp32 here; use --amp auto or none", file=sys.stderr)
+            print(
+                f"warning: runtime.amp is bf16 but this {support.device} has no native bf16: bf16 runs slower "
+                "than fp32 here; use --amp auto or none",
+                file=sys.stderr,
+            )
     if log is not None:
         log(f"precision: {'fp32' if chosen == 'none' else chosen + ' autocast'} (runtime.amp {amp}{reason})")
     return chosen

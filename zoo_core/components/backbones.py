@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +23,9 @@ class TimmBackbone(nn.Module):
     follow the input; a fixed NHWC position embedding (VOLO) is resampled per input size.
     """
 
-    def __init__(self, model_name: str, pretrained: bool = False, out_indices: Optional[Sequence[int]] = None,
-                 **model_args):
+    def __init__(
+        self, model_name: str, pretrained: bool = False, out_indices: Sequence[int] | None = None, **model_args
+    ):
         super().__init__()
         if out_indices is not None:
             model_args["out_indices"] = tuple(out_indices)
@@ -80,8 +81,9 @@ def _create_features_model(model_name: str, pretrained: bool, model_args: dict) 
             return timm.create_model(model_name, pretrained=pretrained, **args)
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
-            raise ConfigError(f"backbone 'timm': unknown model_name {model_name!r}; "
-                              "list the names with timm.list_models('pattern*')") from None
+            raise ConfigError(
+                f"backbone 'timm': unknown model_name {model_name!r}; list the names with timm.list_models('pattern*')"
+            ) from None
         if pretrained:
             raise _pretrained_error(model_name, exc) from None
         raise
@@ -96,10 +98,11 @@ def _pretrained_error(model_name: str, exc: Exception) -> ConfigError:
         f"pretrained weights for {model_name} could not be loaded: {type(exc).__name__}: {exc}; "
         "set pretrained: false (and load trained weights with the model), or make the weights available "
         "offline (download them once into the Hugging Face cache, or pass "
-        "pretrained_cfg_overlay: {file: path/to/weights.safetensors})")
+        "pretrained_cfg_overlay: {file: path/to/weights.safetensors})"
+    )
 
 
-def _find_fixed_pos_embed(model: nn.Module, model_args: dict) -> Optional[tuple[str, int]]:
+def _find_fixed_pos_embed(model: nn.Module, model_args: dict) -> tuple[str, int] | None:
     """``(parameter name, stride)`` of a fixed-size NHWC position embedding (VOLO), else ``None``."""
     for name, param in model.named_parameters():
         if name.rsplit(".", 1)[-1] != "pos_embed" or param.dim() != 4:

@@ -15,8 +15,10 @@ def _check_models(per_model: Mapping[str, torch.Tensor]) -> None:
         raise ConfigError("the ensembler got no model predictions; list at least one model in the pipeline")
     shapes = {name: tuple(p.shape) for name, p in per_model.items()}
     if len(set(shapes.values())) > 1:
-        raise ConfigError(f"the models predict maps of different shapes {shapes}; "
-                          "every model must predict the same classes at the frame's size")
+        raise ConfigError(
+            f"the models predict maps of different shapes {shapes}; "
+            "every model must predict the same classes at the frame's size"
+        )
 
 
 class MeanEnsembler:
@@ -51,13 +53,17 @@ class WeightedEnsembler:
         """The weight of each named model, in order; a clear error if they do not match the configuration."""
         if self.gamma is not None:
             if len(names) != 2:
-                raise ConfigError(f"weighted ensembler: gamma needs exactly two models, the pipeline has "
-                                  f"{len(names)} ({', '.join(names)}); use weights for more")
+                raise ConfigError(
+                    f"weighted ensembler: gamma needs exactly two models, the pipeline has "
+                    f"{len(names)} ({', '.join(names)}); use weights for more"
+                )
             return [self.gamma, 1.0 - self.gamma]
         if isinstance(self.weights, list):
             if len(self.weights) != len(names):
-                raise ConfigError(f"weighted ensembler: {len(self.weights)} weights for {len(names)} models "
-                                  f"({', '.join(names)}); give one weight per model, in model order")
+                raise ConfigError(
+                    f"weighted ensembler: {len(self.weights)} weights for {len(names)} models "
+                    f"({', '.join(names)}); give one weight per model, in model order"
+                )
             return self.weights
         unknown = sorted(set(self.weights) - set(names))
         missing = [n for n in names if n not in self.weights]
@@ -67,8 +73,9 @@ class WeightedEnsembler:
                 problems.append(f"unknown model name(s) {', '.join(unknown)}")
             if missing:
                 problems.append(f"no weight for {', '.join(missing)}")
-            raise ConfigError(f"weighted ensembler: {'; '.join(problems)}; the pipeline's models are: "
-                              f"{', '.join(names)}")
+            raise ConfigError(
+                f"weighted ensembler: {'; '.join(problems)}; the pipeline's models are: {', '.join(names)}"
+            )
         return [self.weights[n] for n in names]
 
     def bind(self, context: BindContext) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +17,10 @@ INPUT_TRANSFORMS = (None, "resize_concat")
 def resize_concat(features: Sequence[torch.Tensor], align_corners: bool = False) -> torch.Tensor:
     """``features`` resized bilinearly to the first one's size and concatenated along channels."""
     size = features[0].shape[2:]
-    resized = [x if x.shape[2:] == size else F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
-               for x in features]
+    resized = [
+        x if x.shape[2:] == size else F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
+        for x in features
+    ]
     return torch.cat(resized, dim=1)
 
 
@@ -28,8 +30,9 @@ class ConvBNReLU(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1):
         super().__init__()
         # No conv bias: BN supplies it.
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2 * dilation,
-                              dilation=dilation, bias=False)
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, padding=kernel_size // 2 * dilation, dilation=dilation, bias=False
+        )
         self.bn = nn.BatchNorm2d(out_channels)
         self.activate = nn.ReLU(inplace=True)
 
@@ -47,22 +50,35 @@ class BaseDecodeHead(nn.Module):
     the (first) picked map: ``self.stride``.
     """
 
-    def __init__(self, in_channels: Sequence[int], in_strides: Sequence[int], num_classes: int,
-                 channels: int = 512, in_index: Union[int, Sequence[int]] = -1,
-                 input_transform: Optional[str] = None, dropout_ratio: float = 0.1, loss_weight: float = 1.0,
-                 align_corners: bool = False):
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        in_strides: Sequence[int],
+        num_classes: int,
+        channels: int = 512,
+        in_index: int | Sequence[int] = -1,
+        input_transform: str | None = None,
+        dropout_ratio: float = 0.1,
+        loss_weight: float = 1.0,
+        align_corners: bool = False,
+    ):
         super().__init__()
         if input_transform not in INPUT_TRANSFORMS:
-            raise ConfigError(f"head input_transform {input_transform!r} is not supported; "
-                              f"use one of: {', '.join(map(str, INPUT_TRANSFORMS))}")
+            raise ConfigError(
+                f"head input_transform {input_transform!r} is not supported; "
+                f"use one of: {', '.join(map(str, INPUT_TRANSFORMS))}"
+            )
         if input_transform is None and not isinstance(in_index, int):
-            raise ConfigError(f"head in_index {list(in_index)} is a list: set input_transform: resize_concat, "
-                              "or give a single index")
+            raise ConfigError(
+                f"head in_index {list(in_index)} is a list: set input_transform: resize_concat, or give a single index"
+            )
         indices = [in_index] if isinstance(in_index, int) else list(in_index)
         for index in indices:
             if not -len(in_channels) <= index < len(in_channels):
-                raise ConfigError(f"head in_index {index} is out of range: the backbone gives "
-                                  f"{len(in_channels)} feature maps (channels {list(in_channels)})")
+                raise ConfigError(
+                    f"head in_index {index} is out of range: the backbone gives "
+                    f"{len(in_channels)} feature maps (channels {list(in_channels)})"
+                )
         self.in_index = in_index
         self.input_transform = input_transform
         self.in_channels = sum(in_channels[i] for i in indices)
@@ -92,22 +108,35 @@ class FCNHead(BaseDecodeHead):
     the soft object regions of the OCR head.
     """
 
-    def __init__(self, in_channels: Sequence[int], in_strides: Sequence[int], num_classes: int,
-                 num_convs: int = 2, kernel_size: int = 3, concat_input: bool = True, dilation: int = 1,
-                 **kwargs):
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        in_strides: Sequence[int],
+        num_classes: int,
+        num_convs: int = 2,
+        kernel_size: int = 3,
+        concat_input: bool = True,
+        dilation: int = 1,
+        **kwargs,
+    ):
         super().__init__(in_channels, in_strides, num_classes, **kwargs)
         if num_convs < 0:
             raise ConfigError(f"fcn head num_convs must be >= 0, got {num_convs}")
         if num_convs == 0 and self.in_channels != self.channels:
-            raise ConfigError(f"fcn head with num_convs: 0 needs channels == input channels ({self.in_channels}), "
-                              f"got channels {self.channels}")
-        blocks = [ConvBNReLU(self.in_channels if i == 0 else self.channels, self.channels, kernel_size, dilation)
-                  for i in range(num_convs)]
+            raise ConfigError(
+                f"fcn head with num_convs: 0 needs channels == input channels ({self.in_channels}), "
+                f"got channels {self.channels}"
+            )
+        blocks = [
+            ConvBNReLU(self.in_channels if i == 0 else self.channels, self.channels, kernel_size, dilation)
+            for i in range(num_convs)
+        ]
         self.convs = nn.Sequential(*blocks) if blocks else nn.Identity()
-        self.conv_cat = (ConvBNReLU(self.in_channels + self.channels, self.channels, kernel_size)
-                         if concat_input else None)
+        self.conv_cat = (
+            ConvBNReLU(self.in_channels + self.channels, self.channels, kernel_size) if concat_input else None
+        )
 
-    def forward(self, features: list[torch.Tensor], prev_output: Optional[HeadOutput] = None) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor], prev_output: HeadOutput | None = None) -> torch.Tensor:
         x = self.transform_inputs(features)
         feats = self.convs(x)
         if self.conv_cat is not None:
@@ -156,7 +185,7 @@ class ObjectAttentionBlock(nn.Module):
         query = self.query_project(query_feats).flatten(2).transpose(1, 2)  # (N, HW, c)
         key = self.key_project(regions).flatten(2)  # (N, c, K)
         value = self.value_project(regions).flatten(2).transpose(1, 2)  # (N, K, c)
-        attention = F.softmax(torch.bmm(query, key) * self.channels ** -0.5, dim=-1)
+        attention = F.softmax(torch.bmm(query, key) * self.channels**-0.5, dim=-1)
         context = torch.bmm(attention, value).transpose(1, 2)
         context = self.out_project(context.reshape(context.shape[0], self.channels, *query_feats.shape[2:]))
         if context.shape[2:] != pixels.shape[2:]:
@@ -172,17 +201,26 @@ class OCRHead(BaseDecodeHead):
     logits) is required: it gives the soft object regions.
     """
 
-    def __init__(self, in_channels: Sequence[int], in_strides: Sequence[int], num_classes: int,
-                 ocr_channels: int = 256, scale: int = 1, **kwargs):
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        in_strides: Sequence[int],
+        num_classes: int,
+        ocr_channels: int = 256,
+        scale: int = 1,
+        **kwargs,
+    ):
         super().__init__(in_channels, in_strides, num_classes, **kwargs)
         self.bottleneck = ConvBNReLU(self.in_channels, self.channels, 3)
         self.spatial_gather_module = SpatialGatherModule(scale)
         self.object_context_block = ObjectAttentionBlock(self.channels, ocr_channels, scale)
 
-    def forward(self, features: list[torch.Tensor], prev_output: Optional[HeadOutput] = None) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor], prev_output: HeadOutput | None = None) -> torch.Tensor:
         if prev_output is None:
-            raise ConfigError("the ocr head needs the output of a head before it (its soft object regions): "
-                              "put an fcn head before it in the model's heads list")
+            raise ConfigError(
+                "the ocr head needs the output of a head before it (its soft object regions): "
+                "put an fcn head before it in the model's heads list"
+            )
         x = self.transform_inputs(features)
         feats = self.bottleneck(x)
         regions = pixel_scores(prev_output)

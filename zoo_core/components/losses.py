@@ -40,13 +40,18 @@ def _log_probs(output: HeadOutput, scores: torch.Tensor) -> torch.Tensor:
 
 def _check_target(loss: str, target: torch.Tensor, labelled: torch.Tensor, num_classes: int, ignore_index: int) -> None:
     if int(target[labelled].max()) >= num_classes or int(target[labelled].min()) < 0:
-        raise DataError(f"{loss} loss: target holds ids outside 0..{num_classes - 1} besides ignore_index "
-                        f"{ignore_index}; check the dataset's label remapping")
+        raise DataError(
+            f"{loss} loss: target holds ids outside 0..{num_classes - 1} besides ignore_index "
+            f"{ignore_index}; check the dataset's label remapping"
+        )
 
 
-def _true_class_log_probs(loss: str, output: HeadOutput, target: torch.Tensor, ignore_index: int,
-                          classes: tuple[int, str] | None = None):
-    """``(scores, log p_y of the labelled pixels (M,), labelled mask)``; ``None`` for the middle when nothing is labelled.
+def _true_class_log_probs(
+    loss: str, output: HeadOutput, target: torch.Tensor, ignore_index: int, classes: tuple[int, str] | None = None
+):
+    """``(scores, log p_y of the labelled pixels (M,), labelled mask)``.
+
+    The middle is ``None`` when nothing is labelled.
 
     ``classes`` is ``(number of classes, where that number comes from)`` of the loss's static
     context, checked against the head's output.
@@ -65,8 +70,10 @@ def _true_class_log_probs(loss: str, output: HeadOutput, target: torch.Tensor, i
 
 def _check_classes(loss: str, have: int, predicted: int, source: str) -> None:
     if have != predicted:
-        raise DataError(f"{loss} loss: {source} has {have} classes but the head predicts {predicted}; "
-                        "use statistics of a dataset with the model's label set")
+        raise DataError(
+            f"{loss} loss: {source} has {have} classes but the head predicts {predicted}; "
+            "use statistics of a dataset with the model's label set"
+        )
 
 
 class CrossEntropyLoss:
@@ -77,8 +84,9 @@ class CrossEntropyLoss:
     for what every loss accepts.
     """
 
-    def __init__(self, class_weight: Sequence[float] | None = None, ignore_index: int = IGNORE_INDEX,
-                 loss_weight: float = 1.0):
+    def __init__(
+        self, class_weight: Sequence[float] | None = None, ignore_index: int = IGNORE_INDEX, loss_weight: float = 1.0
+    ):
         self.class_weight = None if class_weight is None else torch.tensor(class_weight, dtype=torch.float32)
         self.ignore_index = ignore_index
         self.loss_weight = loss_weight
@@ -88,8 +96,10 @@ class CrossEntropyLoss:
             scores = _scores(output, target)
             num_classes = scores.shape[1]
             if self.class_weight is not None and len(self.class_weight) != num_classes:
-                raise DataError(f"ce loss: class_weight has {len(self.class_weight)} entries but the head predicts "
-                                f"{num_classes} classes; give one weight per class")
+                raise DataError(
+                    f"ce loss: class_weight has {len(self.class_weight)} entries but the head predicts "
+                    f"{num_classes} classes; give one weight per class"
+                )
             labelled = target != self.ignore_index
             if not labelled.any():
                 return scores.sum() * 0.0
@@ -127,8 +137,9 @@ class OhemCrossEntropyLoss:
     probability at or above ``thresh``) gives 0.
     """
 
-    def __init__(self, thresh: float = 0.7, min_kept: int = 200_000, ignore_index: int = IGNORE_INDEX,
-                 loss_weight: float = 1.0):
+    def __init__(
+        self, thresh: float = 0.7, min_kept: int = 200_000, ignore_index: int = IGNORE_INDEX, loss_weight: float = 1.0
+    ):
         if not 0.0 < float(thresh) <= 1.0:
             raise ConfigError(f"ohem-ce loss: thresh must be in (0, 1] (a probability), got {thresh!r}")
         if isinstance(min_kept, bool) or not isinstance(min_kept, int) or min_kept < 1:
@@ -179,11 +190,19 @@ class PixelDistributionLoss:
     class predicted for it. To weight the other way round, pass ``class_weight``.
     """
 
-    def __init__(self, stats: str | None = None, class_weight: Sequence[float] | None = None,
-                 num_classes: int | None = None, ignore_index: int = IGNORE_INDEX, loss_weight: float = 1.0):
+    def __init__(
+        self,
+        stats: str | None = None,
+        class_weight: Sequence[float] | None = None,
+        num_classes: int | None = None,
+        ignore_index: int = IGNORE_INDEX,
+        loss_weight: float = 1.0,
+    ):
         if (stats is None) == (class_weight is None):
-            raise ConfigError("pixel-distribution loss: give exactly one of stats: PATH (written by 'zoo data stats "
-                              "ROOT --split train -o stats.json') or class_weight: [one weight per class]")
+            raise ConfigError(
+                "pixel-distribution loss: give exactly one of stats: PATH (written by 'zoo data stats "
+                "ROOT --split train -o stats.json') or class_weight: [one weight per class]"
+            )
         if stats is not None:
             from ..data.stats import read_stats
 
@@ -193,8 +212,10 @@ class PixelDistributionLoss:
             self.source = "class_weight"
             weights = np.asarray(class_weight, dtype=np.float64)
             if weights.ndim != 1 or not np.isfinite(weights).all() or (weights < 0).any():
-                raise ConfigError(f"pixel-distribution loss: class_weight must be a list of non-negative numbers, "
-                                  f"got {class_weight!r}")
+                raise ConfigError(
+                    f"pixel-distribution loss: class_weight must be a list of non-negative numbers, "
+                    f"got {class_weight!r}"
+                )
             self.class_weight = torch.tensor(weights, dtype=torch.float32)
         if num_classes is not None:
             _check_classes("pixel-distribution", len(self.class_weight), num_classes, self.source)
@@ -203,8 +224,9 @@ class PixelDistributionLoss:
 
     def __call__(self, output: HeadOutput, target: torch.Tensor, context: LossContext | None = None) -> torch.Tensor:
         with torch.autocast(target.device.type, enabled=False):
-            scores, log_p, labelled = _true_class_log_probs("pixel-distribution", output, target, self.ignore_index,
-                                                            (len(self.class_weight), self.source))
+            scores, log_p, labelled = _true_class_log_probs(
+                "pixel-distribution", output, target, self.ignore_index, (len(self.class_weight), self.source)
+            )
             if log_p is None:
                 return scores.sum() * 0.0
             weight = self.class_weight.to(scores.device)
@@ -239,8 +261,14 @@ class ConfusionFocalLoss:
     flows through the focal factor, as in focal loss.
     """
 
-    def __init__(self, confusion: str, gamma: float = 2.0, num_classes: int | None = None,
-                 ignore_index: int = IGNORE_INDEX, loss_weight: float = 1.0):
+    def __init__(
+        self,
+        confusion: str,
+        gamma: float = 2.0,
+        num_classes: int | None = None,
+        ignore_index: int = IGNORE_INDEX,
+        loss_weight: float = 1.0,
+    ):
         from ..evaluation.confusion import read_confusion
 
         if float(gamma) < 0:
@@ -257,8 +285,9 @@ class ConfusionFocalLoss:
 
     def __call__(self, output: HeadOutput, target: torch.Tensor, context: LossContext | None = None) -> torch.Tensor:
         with torch.autocast(target.device.type, enabled=False):
-            scores, log_p, labelled = _true_class_log_probs("confusion-focal", output, target, self.ignore_index,
-                                                            (self.num_classes, self.source))
+            scores, log_p, labelled = _true_class_log_probs(
+                "confusion-focal", output, target, self.ignore_index, (self.num_classes, self.source)
+            )
             if log_p is None:
                 return scores.sum() * 0.0
             predicted = scores.detach().argmax(dim=1)[labelled]

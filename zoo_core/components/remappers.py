@@ -53,8 +53,10 @@ class LUTRemapper:
 
 def _check_range(low: Any, high: Any) -> None:
     if low < 0 or high > 255:
-        raise DataError(f"label map values must be 0..255 (8-bit label PNGs), found {low}..{high}; "
-                        "the file is not a label map of this dataset")
+        raise DataError(
+            f"label map values must be 0..255 (8-bit label PNGs), found {low}..{high}; "
+            "the file is not a label map of this dataset"
+        )
 
 
 class VSPWRemapper(LUTRemapper):
@@ -64,7 +66,7 @@ class VSPWRemapper(LUTRemapper):
         super().__init__(min_labelled)
         num_classes = len(VSPW_CLASSES)
         self.lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-        self.lut[1:num_classes + 1] = np.arange(num_classes, dtype=np.uint8)
+        self.lut[1 : num_classes + 1] = np.arange(num_classes, dtype=np.uint8)
         self.source_classes = ["others", *VSPW_CLASSES]
 
 
@@ -109,15 +111,18 @@ def read_table(path: str | Path) -> list[TableRow]:
         fields = [field.strip() for field in raw.split("\t")]
         if not header_seen:
             if tuple(fields) != TABLE_HEADER:
-                raise DataError(f"{where}: expected the tab-separated header {' '.join(TABLE_HEADER)!r}, "
-                                f"found {raw.strip()!r}")
+                raise DataError(
+                    f"{where}: expected the tab-separated header {' '.join(TABLE_HEADER)!r}, found {raw.strip()!r}"
+                )
             header_seen = True
             continue
         if len(fields) == 3:  # an editor stripped the trailing tab of an empty reason
             fields.append("")
         if len(fields) != 4:
-            raise DataError(f"{where}: expected 4 tab-separated fields (id, name, vspw, reason), "
-                            f"found {len(fields)}: {raw.strip()!r}")
+            raise DataError(
+                f"{where}: expected 4 tab-separated fields (id, name, vspw, reason), "
+                f"found {len(fields)}: {raw.strip()!r}"
+            )
         id_text, name, target, reason = fields
         try:
             source_id = int(id_text)
@@ -126,22 +131,27 @@ def read_table(path: str | Path) -> list[TableRow]:
         if not 0 <= source_id <= 255:
             raise DataError(f"{where}: id {source_id} is outside 0..255 (label maps are 8-bit)")
         if source_id in seen:
-            raise DataError(f"{where}: id {source_id} is already listed on line {seen[source_id]}; "
-                            "list each source id once")
+            raise DataError(
+                f"{where}: id {source_id} is already listed on line {seen[source_id]}; list each source id once"
+            )
         if not name:
             raise DataError(f"{where}: id {source_id} has no name")
         if target != DROP and target not in VSPW_CLASSES:
             close = difflib.get_close_matches(target, VSPW_CLASSES, n=3)
             hint = f"; did you mean {' or '.join(close)}?" if close else ""
-            raise DataError(f"{where}: {target!r} is not a VSPW class (write a name of "
-                            f"zoo_core.data.classes.VSPW_CLASSES, or - for 255){hint}")
+            raise DataError(
+                f"{where}: {target!r} is not a VSPW class (write a name of "
+                f"zoo_core.data.classes.VSPW_CLASSES, or - for 255){hint}"
+            )
         if target == DROP and not reason:
             raise DataError(f"{where}: {name!r} is dropped (-) without a reason; say why no VSPW class fits")
         seen[source_id] = number
         rows.append(TableRow(source_id, name, None if target == DROP else target, reason, number))
     if not rows:
-        raise DataError(f"remapping table {path} has no rows; expected the header {' '.join(TABLE_HEADER)!r} "
-                        "and one line per source class")
+        raise DataError(
+            f"remapping table {path} has no rows; expected the header {' '.join(TABLE_HEADER)!r} "
+            "and one line per source class"
+        )
     by_target: dict[str, list[TableRow]] = defaultdict(list)
     for row in rows:
         if row.target is not None:
@@ -150,8 +160,10 @@ def read_table(path: str | Path) -> list[TableRow]:
         unexplained = [row for row in merged if not row.reason]
         if len(merged) > 1 and unexplained:
             names = ", ".join(f"{row.source_name!r} (line {row.line})" for row in merged)
-            raise DataError(f"remapping table {path}, line {unexplained[0].line}: {target!r} merges {names}; "
-                            "every row of a merge needs a reason")
+            raise DataError(
+                f"remapping table {path}, line {unexplained[0].line}: {target!r} merges {names}; "
+                "every row of a merge needs a reason"
+            )
     return rows
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +16,9 @@ def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def _views_sum(predict: PredictFn, images: torch.Tensor, size: Optional[Sequence[int]], flip: bool,
-               total: Optional[torch.Tensor]) -> tuple[torch.Tensor, int]:
+def _views_sum(
+    predict: PredictFn, images: torch.Tensor, size: Sequence[int] | None, flip: bool, total: torch.Tensor | None
+) -> tuple[torch.Tensor, int]:
     """Add the probabilities of ``images`` resized to ``size`` (and its mirror) to ``total``, at input size."""
     out_size = images.shape[-2:]
     view = images if size is None else _resize(images, size)

@@ -39,8 +39,14 @@ def synth_command(out: str, videos: int, frames: int, size: tuple[int, int], see
 @data_group.command("stats")
 @click.argument("root", type=click.Path(path_type=Path))
 @click.option("--split", default="train", show_default=True, help="Split whose masks are counted.")
-@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="JSON file to write (the 'stats' argument of the pixel-distribution loss).")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON file to write (the 'stats' argument of the pixel-distribution loss).",
+)
 def stats_command(root: Path, split: str, out: Path) -> None:
     """Per-class pixel, frame and video counts and priors of a split of ROOT, written as JSON to --out."""
     from .stats import compute_stats, write_stats
@@ -48,9 +54,13 @@ def stats_command(root: Path, split: str, out: Path) -> None:
     stats = compute_stats(root, split)
     write_stats(out, stats)
     absent = [name for name, n in zip(stats["class_names"], stats["pixel_counts"]) if n == 0]
-    click.echo(f"{root} [{split}]: {stats['videos']} videos, {stats['frames']} frames, "
-               f"{stats['labelled_pixels']} of {stats['total_pixels']} pixels labelled "
-               f"({100 * stats['labelled_pixels'] / max(stats['total_pixels'], 1):.1f}%)")
-    click.echo(f"  {stats['num_classes'] - len(absent)} of {stats['num_classes']} classes present"
-               + (f"; absent: {', '.join(absent[:8])}{' ...' if len(absent) > 8 else ''}" if absent else ""))
+    click.echo(
+        f"{root} [{split}]: {stats['videos']} videos, {stats['frames']} frames, "
+        f"{stats['labelled_pixels']} of {stats['total_pixels']} pixels labelled "
+        f"({100 * stats['labelled_pixels'] / max(stats['total_pixels'], 1):.1f}%)"
+    )
+    click.echo(
+        f"  {stats['num_classes'] - len(absent)} of {stats['num_classes']} classes present"
+        + (f"; absent: {', '.join(absent[:8])}{' ...' if len(absent) > 8 else ''}" if absent else "")
+    )
     click.echo(f"wrote {out}")

@@ -29,8 +29,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "zoo"
 
 
-def labelled_subset(dataset: Any, keep: Callable[[np.ndarray], bool], threshold: float, fingerprint: str,
-                    progress: bool = True, log: Log | None = None) -> list[int]:
+def labelled_subset(
+    dataset: Any,
+    keep: Callable[[np.ndarray], bool],
+    threshold: float,
+    fingerprint: str,
+    progress: bool = True,
+    log: Log | None = None,
+) -> list[int]:
     """The indices of ``dataset`` whose train-id mask passes ``keep`` (at least ``threshold`` labelled).
 
     Deciding reads every label map once, so the answer is cached as JSON in :func:`cache_dir`,
@@ -53,8 +59,14 @@ def labelled_subset(dataset: Any, keep: Callable[[np.ndarray], bool], threshold:
     path = cache_dir() / "labelled" / f"{dataset.kind}-{dataset.split.replace('+', '_')}-{digest[:20]}.json"
     kept = _read_keep_list(path, record, keys)
     if kept is None:
-        bar = tqdm(range(len(keys)), desc=f"labelled {dataset.kind} {dataset.split}", unit="image",
-                   disable=not progress, leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            range(len(keys)),
+            desc=f"labelled {dataset.kind} {dataset.split}",
+            unit="image",
+            disable=not progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
         kept = [index for index in bar if keep(dataset.load_mask(index))]
         try:
             atomic_write_text(path, json.dumps({**record, "total": len(keys), "kept": [keys[i] for i in kept]}))
@@ -64,8 +76,10 @@ def labelled_subset(dataset: Any, keep: Callable[[np.ndarray], bool], threshold:
     else:
         source = f"cached in {path}"
     dropped = len(keys) - len(kept)
-    log(f"{what}: kept {len(kept):,} of {len(keys):,} images, dropped {dropped:,} with less than "
-        f"{threshold:.0%} labelled after remapping ({source})")
+    log(
+        f"{what}: kept {len(kept):,} of {len(keys):,} images, dropped {dropped:,} with less than "
+        f"{threshold:.0%} labelled after remapping ({source})"
+    )
     return kept
 
 

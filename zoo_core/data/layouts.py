@@ -64,19 +64,34 @@ LAYOUTS: dict[str, Layout] = {
         "(or ROOT/annotations/{train2017,val2017}/*.png)",
         {"train": "train2017", "val": "val2017"},
         lambda root: root if (root / "images").is_dir() else None,
-        "images", ("stuffthingmaps_trainval2017", "annotations"), False, ".jpg", ".png"),
+        "images",
+        ("stuffthingmaps_trainval2017", "annotations"),
+        False,
+        ".jpg",
+        ".png",
+    ),
     "ade20k": Layout(
         "ROOT/ADEChallengeData2016/images/{training,validation}/*.jpg and "
         "ROOT/ADEChallengeData2016/annotations/{training,validation}/*.png (ROOT may be ADEChallengeData2016 itself)",
         {"train": "training", "val": "validation"},
         _ade20k_root,
-        "images", ("annotations",), False, ".jpg", ".png"),
+        "images",
+        ("annotations",),
+        False,
+        ".jpg",
+        ".png",
+    ),
     "cityscapes": Layout(
         "ROOT/leftImg8bit/{train,val}/<city>/*_leftImg8bit.png and "
         "ROOT/gtFine/{train,val}/<city>/*_gtFine_labelIds.png",
         {},
         lambda root: root if (root / "leftImg8bit").is_dir() else None,
-        "leftImg8bit", ("gtFine",), True, "_leftImg8bit.png", "_gtFine_labelIds.png"),
+        "leftImg8bit",
+        ("gtFine",),
+        True,
+        "_leftImg8bit.png",
+        "_gtFine_labelIds.png",
+    ),
 }
 
 
@@ -91,9 +106,11 @@ def list_pairs(kind: str, root: str | Path, split: str) -> list[Pair]:
         raise DataError(f"{root} is not a {kind} dataset in the expected layout: {layout.description}")
     labels_base = next((base / name for name in layout.labels_dirs if (base / name).is_dir()), None)
     if labels_base is None:
-        raise DataError(f"{kind} root {root} has {base / layout.images_dir} but no label folder "
-                        f"({' or '.join(str(base / name) for name in layout.labels_dirs)}); "
-                        f"the expected layout is {layout.description}")
+        raise DataError(
+            f"{kind} root {root} has {base / layout.images_dir} but no label folder "
+            f"({' or '.join(str(base / name) for name in layout.labels_dirs)}); "
+            f"the expected layout is {layout.description}"
+        )
     pairs: list[Pair] = []
     for part in split.split("+"):
         pairs += _split_pairs(kind, layout, root, base, labels_base, layout.aliases.get(part, part))
@@ -106,8 +123,10 @@ def _split_pairs(kind: str, layout: Layout, root: Path, base: Path, labels_base:
         if not folder.is_dir():
             available = sorted(p.name for p in folder.parent.iterdir() if p.is_dir()) if folder.parent.is_dir() else []
             aliases = "".join(f", {alias} (= {name})" for alias, name in layout.aliases.items())
-            raise DataError(f"{kind} split {split!r}: no folder {folder}; splits found there: "
-                            f"{', '.join(available) or '(none)'}{aliases}; the expected layout is {layout.description}")
+            raise DataError(
+                f"{kind} split {split!r}: no folder {folder}; splits found there: "
+                f"{', '.join(available) or '(none)'}{aliases}; the expected layout is {layout.description}"
+            )
     folders = sorted(p for p in images_dir.iterdir() if p.is_dir()) if layout.nested else [images_dir]
     pairs, missing = [], []
     for folder in folders:
@@ -121,12 +140,16 @@ def _split_pairs(kind: str, layout: Layout, root: Path, base: Path, labels_base:
                 continue
             pairs.append(Pair(image, label, label.relative_to(root).as_posix()))
     if missing:
-        raise DataError(f"{kind} split {split!r}: {len(missing)} image(s) have no label map, e.g. {missing[0]} "
-                        f"has no {labels_dir / missing[0].parent.relative_to(images_dir) / '...'}"
-                        f"{layout.label_suffix}; restore the label maps or remove those images")
+        raise DataError(
+            f"{kind} split {split!r}: {len(missing)} image(s) have no label map, e.g. {missing[0]} "
+            f"has no {labels_dir / missing[0].parent.relative_to(images_dir) / '...'}"
+            f"{layout.label_suffix}; restore the label maps or remove those images"
+        )
     if not pairs:
-        raise DataError(f"{kind} split {split!r}: {images_dir} holds no *{layout.image_suffix} images; "
-                        f"the expected layout is {layout.description}")
+        raise DataError(
+            f"{kind} split {split!r}: {images_dir} holds no *{layout.image_suffix} images; "
+            f"the expected layout is {layout.description}"
+        )
     return pairs
 
 
@@ -155,14 +178,18 @@ class RemappedImages:
         path = self.pairs[index].label
         with _decoded(path, f"{self.kind} label map") as image:
             if image.mode not in ("L", "P"):
-                raise DataError(f"{self.kind} label map {path} has mode {image.mode!r}; label maps must be "
-                                "single-channel PNGs (mode 'L' or 'P') of class ids, not colour renderings")
+                raise DataError(
+                    f"{self.kind} label map {path} has mode {image.mode!r}; label maps must be "
+                    "single-channel PNGs (mode 'L' or 'P') of class ids, not colour renderings"
+                )
             raw = np.asarray(image)
         known = getattr(self.remapper, "known", None)
         if known is not None and not known[raw].all():
             bad = np.unique(raw[~known[raw]])
-            raise DataError(f"{self.kind} label map {path} has values its remapping table does not list: "
-                            f"{bad[:5].tolist()}{' ...' if len(bad) > 5 else ''}; is it a {self.kind} label map?")
+            raise DataError(
+                f"{self.kind} label map {path} has values its remapping table does not list: "
+                f"{bad[:5].tolist()}{' ...' if len(bad) > 5 else ''}; is it a {self.kind} label map?"
+            )
         return np.asarray(self.remapper(raw), dtype=np.uint8)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -172,8 +199,10 @@ class RemappedImages:
             rgb = np.array(image.convert("RGB"))
         mask = self.load_mask(index)
         if mask.shape != rgb.shape[:2]:
-            raise DataError(f"{self.kind} label map {pair.label} is {mask.shape[0]}x{mask.shape[1]} but image "
-                            f"{pair.image} is {rgb.shape[0]}x{rgb.shape[1]} (HxW); they must match")
+            raise DataError(
+                f"{self.kind} label map {pair.label} is {mask.shape[0]}x{mask.shape[1]} but image "
+                f"{pair.image} is {rgb.shape[0]}x{rgb.shape[1]} (HxW); they must match"
+            )
         return rgb, mask
 
     def __repr__(self) -> str:

@@ -41,8 +41,13 @@ class TrainSet(torch.utils.data.Dataset):
     each source's share of ``len(self)`` from its ratio.
     """
 
-    def __init__(self, parts: Sequence[Part], transforms: Transform | None, seed: int = 0,
-                 class_names: Sequence[str] = VSPW_CLASSES) -> None:
+    def __init__(
+        self,
+        parts: Sequence[Part],
+        transforms: Transform | None,
+        seed: int = 0,
+        class_names: Sequence[str] = VSPW_CLASSES,
+    ) -> None:
         if not parts:
             raise ConfigError("the training set needs at least one source")
         if seed < 0:

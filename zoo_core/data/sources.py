@@ -21,8 +21,15 @@ from .vspw import Transform
 SOURCE_TYPES = ("vspw", "coco-stuff", "ade20k", "cityscapes")
 
 
-def build_train_set(sources: Sequence[Any], default_root: str | Path | None, transforms: Transform | None,
-                    seed: int, *, progress: bool = True, log: Log | None = None) -> TrainSet:
+def build_train_set(
+    sources: Sequence[Any],
+    default_root: str | Path | None,
+    transforms: Transform | None,
+    seed: int,
+    *,
+    progress: bool = True,
+    log: Log | None = None,
+) -> TrainSet:
     """The training set of ``train.sources`` (objects with the fields of ``SourceSpec``)."""
     from ..plugins import get_catalog
 
@@ -32,12 +39,14 @@ def build_train_set(sources: Sequence[Any], default_root: str | Path | None, tra
     for number, source in enumerate(sources):
         field = f"train.sources[{number}]"
         if source.type not in SOURCE_TYPES:
-            raise ConfigError(f"{field}.type: unknown source type {source.type!r}; choose one of: "
-                              f"{', '.join(SOURCE_TYPES)}")
+            raise ConfigError(
+                f"{field}.type: unknown source type {source.type!r}; choose one of: {', '.join(SOURCE_TYPES)}"
+            )
         remapper_name = source.remapper or source.type
         if source.type == "vspw" and remapper_name != "vspw":
-            raise ConfigError(f"{field}.remapper: a vspw source reads VSPW ids; leave remapper out "
-                              f"(found {source.remapper!r})")
+            raise ConfigError(
+                f"{field}.remapper: a vspw source reads VSPW ids; leave remapper out (found {source.remapper!r})"
+            )
         root = source.root if source.root is not None else (default_root if source.type == "vspw" else None)
         if root is None:
             where = "" if source.type == "vspw" else f" of the {source.type} dataset"
@@ -59,16 +68,20 @@ def build_train_set(sources: Sequence[Any], default_root: str | Path | None, tra
             dataset = RemappedImages(source.type, root, source.split, remapper)
         indices: Sequence[int] = range(len(dataset))
         if source.min_labelled > 0:
-            indices = labelled_subset(dataset, remapper.keep, source.min_labelled, remapping_fingerprint(remapper),
-                                      progress=progress, log=log)
+            indices = labelled_subset(
+                dataset, remapper.keep, source.min_labelled, remapping_fingerprint(remapper), progress=progress, log=log
+            )
         if not indices:
-            raise DataError(f"{field}: no image of {source.type} {source.split} ({root}) has {source.min_labelled:.0%} "
-                            f"of its pixels labelled after remapping; lower {field}.min_labelled")
+            raise DataError(
+                f"{field}: no image of {source.type} {source.split} ({root}) has {source.min_labelled:.0%} "
+                f"of its pixels labelled after remapping; lower {field}.min_labelled"
+            )
         parts.append(Part(f"{source.type} {source.split}", dataset, indices, source.ratio))
     train_set = TrainSet(parts, transforms, seed, class_names or VSPW_CLASSES)
     if len(parts) > 1:
-        mix = ", ".join(f"{part.name} {len(part):,} images -> {share:,} per epoch"
-                        for part, share in zip(parts, train_set.shares()))
+        mix = ", ".join(
+            f"{part.name} {len(part):,} images -> {share:,} per epoch" for part, share in zip(parts, train_set.shares())
+        )
         log(f"training mix ({len(train_set):,} samples per epoch): {mix}")
     return train_set
 
@@ -76,5 +89,6 @@ def build_train_set(sources: Sequence[Any], default_root: str | Path | None, tra
 def _check_lut(remapper: Remapper, where: str) -> None:
     lut = np.asarray(getattr(remapper, "lut", None))
     if lut.shape != (256,) or not np.all((lut < NUM_CLASSES) | (lut == IGNORE_INDEX)):
-        raise ConfigError(f"{where}: the remapper's lut must be 256 values of VSPW train ids 0..{NUM_CLASSES - 1} "
-                          "or 255")
+        raise ConfigError(
+            f"{where}: the remapper's lut must be 256 values of VSPW train ids 0..{NUM_CLASSES - 1} or 255"
+        )

@@ -40,16 +40,23 @@ def compute_stats(root: str | os.PathLike, split: str = "train", progress: bool 
     dataset = VSPWDataset(root, split)
     unannotated = [video for video in dataset.videos if dataset.frames(video)[0].mask_path is None]
     if unannotated:
-        raise DataError(f"split {split!r} of {dataset.root}: videos without masks have no class statistics: "
-                        f"{', '.join(unannotated[:5])}{' ...' if len(unannotated) > 5 else ''}; "
-                        "count a split with a mask/ folder in every video (e.g. --split train)")
+        raise DataError(
+            f"split {split!r} of {dataset.root}: videos without masks have no class statistics: "
+            f"{', '.join(unannotated[:5])}{' ...' if len(unannotated) > 5 else ''}; "
+            "count a split with a mask/ folder in every video (e.g. --split train)"
+        )
     c = len(dataset.class_names)
     pixels = np.zeros(c, dtype=np.int64)
     frames = np.zeros(c, dtype=np.int64)
     videos = np.zeros(c, dtype=np.int64)
     total = n_frames = 0
-    bar = tqdm(total=sum(len(dataset.frames(v)) for v in dataset.videos), desc=f"stats {split}", unit="frame",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=sum(len(dataset.frames(v)) for v in dataset.videos),
+        desc=f"stats {split}",
+        unit="frame",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         for video in dataset.videos:
             in_video = np.zeros(c, dtype=bool)
@@ -67,8 +74,10 @@ def compute_stats(root: str | os.PathLike, split: str = "train", progress: bool 
         bar.close()
     labelled = int(pixels.sum())
     if labelled == 0:
-        raise DataError(f"split {split!r} of {dataset.root} has no labelled pixel in its {n_frames} masks (all "
-                        "'others' or void); class statistics need annotated masks")
+        raise DataError(
+            f"split {split!r} of {dataset.root} has no labelled pixel in its {n_frames} masks (all "
+            "'others' or void); class statistics need annotated masks"
+        )
     return {
         "root": str(dataset.root),
         "split": split,
@@ -127,8 +136,10 @@ def read_stats(path: str | os.PathLike) -> dict[str, Any]:
     c = stats.num_classes
     for key in ("class_names", *COUNT_FIELDS, "priors"):
         if len(getattr(stats, key)) != c:
-            raise DataError(f"class statistics {path}: '{key}' has {len(getattr(stats, key))} entries but num_classes "
-                            f"is {c}; {redo}")
+            raise DataError(
+                f"class statistics {path}: '{key}' has {len(getattr(stats, key))} entries but num_classes "
+                f"is {c}; {redo}"
+            )
     if sum(stats.pixel_counts) == 0:
         raise DataError(f"class statistics {path}: every class has 0 pixels; {redo} on a split with annotated masks")
     result = stats.model_dump()

@@ -78,8 +78,10 @@ class SynthSummary:
     size: tuple[int, int]
 
     def describe(self) -> list[str]:
-        lines = [f"wrote a synthetic VSPW dataset to {self.root} ({self.frames} frames of "
-                 f"{self.size[0]}x{self.size[1]} per video)"]
+        lines = [
+            f"wrote a synthetic VSPW dataset to {self.root} ({self.frames} frames of "
+            f"{self.size[0]}x{self.size[1]} per video)"
+        ]
         for split, videos in self.splits.items():
             note = ", no masks" if split == "test" else ""
             lines.append(f"  {split}.txt: {len(videos)} video(s){note}: {', '.join(videos)}")
@@ -124,8 +126,11 @@ def _scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarra
     # Vertical cuts split the middle and bottom bands into segments of different classes.
     middle_segment = np.searchsorted(np.sort(rng.uniform(0.2, 0.8, len(middle) - 1) * width), xx, side="right")
     bottom_segment = np.searchsorted(np.sort(rng.uniform(0.3, 0.7, len(bottom) - 1) * width), xx, side="right")
-    names = np.where(yy < top_edge, rng.choice(TOP_CLASSES),
-                     np.where(yy < bottom_edge, middle[middle_segment], bottom[bottom_segment]))
+    names = np.where(
+        yy < top_edge,
+        rng.choice(TOP_CLASSES),
+        np.where(yy < bottom_edge, middle[middle_segment], bottom[bottom_segment]),
+    )
     labels = np.zeros((height, width), dtype=np.uint8)
     image = np.zeros((height, width, 3), dtype=np.float32)
     for name in np.unique(names):
@@ -152,7 +157,7 @@ class _MovingObject:
         """Paint the object at time ``t`` in [0, 1], with a void border, into one frame."""
         cy = self.start[0] + t * (self.end[0] - self.start[0])
         cx = self.start[1] + t * (self.end[1] - self.start[1])
-        yy, xx = np.mgrid[0:labels.shape[0], 0:labels.shape[1]].astype(np.float32)
+        yy, xx = np.mgrid[0 : labels.shape[0], 0 : labels.shape[1]].astype(np.float32)
         dy, dx = yy - cy, xx - cx
         inside = self._distance(dy, dx, 0.0) <= 1
         border = (self._distance(dy, dx, VOID_BORDER_PX) <= 1) & ~inside
@@ -163,7 +168,7 @@ class _MovingObject:
 
     def _distance(self, dy: np.ndarray, dx: np.ndarray, grow: float) -> np.ndarray:
         ny, nx = dy / (self.radius[0] + grow), dx / (self.radius[1] + grow)
-        return np.maximum(np.abs(ny), np.abs(nx)) if self.shape == "box" else ny ** 2 + nx ** 2
+        return np.maximum(np.abs(ny), np.abs(nx)) if self.shape == "box" else ny**2 + nx**2
 
 
 def _objects(rng: np.random.Generator, height: int, width: int) -> list[_MovingObject]:
@@ -178,8 +183,14 @@ def _objects(rng: np.random.Generator, height: int, width: int) -> list[_MovingO
     return objects
 
 
-def _render_video(video_dir: Path, rng: np.random.Generator, frames: int, size: tuple[int, int],
-                  with_masks: bool, raw_palette: list[int]) -> None:
+def _render_video(
+    video_dir: Path,
+    rng: np.random.Generator,
+    frames: int,
+    size: tuple[int, int],
+    with_masks: bool,
+    raw_palette: list[int],
+) -> None:
     height, width = size
     scene_h, scene_w = round(height * SCENE_SCALE[0]), round(width * SCENE_SCALE[1])
     scene_labels, scene_image = _scene(rng, scene_h, scene_w)
@@ -195,22 +206,30 @@ def _render_video(video_dir: Path, rng: np.random.Generator, frames: int, size: 
         ease = (1 - np.cos(np.pi * t)) / 2
         top = round(pan_y[0] + ease * (pan_y[1] - pan_y[0]))
         left = round(pan_x[0] + ease * (pan_x[1] - pan_x[0]))
-        labels = scene_labels[top:top + height, left:left + width].copy()
-        image = scene_image[top:top + height, left:left + width].copy()
+        labels = scene_labels[top : top + height, left : left + width].copy()
+        image = scene_image[top : top + height, left : left + width].copy()
         for moving in objects:
             moving.draw(labels, image, t)
         image += rng.normal(0, SENSOR_NOISE, image.shape).astype(np.float32)
         stem = f"{index + 1:08d}"
         Image.fromarray(np.clip(np.rint(image), 0, 255).astype(np.uint8)).save(
-            video_dir / "origin" / f"{stem}.jpg", quality=95)
+            video_dir / "origin" / f"{stem}.jpg", quality=95
+        )
         if with_masks:
             mask = Image.fromarray(labels)
             mask.putpalette(raw_palette)  # turns the 'L' image into 'P', keeping the ids
             mask.save(video_dir / "mask" / f"{stem}.png")
 
 
-def synthesize(out: str | Path, videos: int = 6, frames: int = 12, size: tuple[int, int] = (64, 96),
-               seed: int = 0, val_fraction: float = 1 / 3, overwrite: bool = False) -> SynthSummary:
+def synthesize(
+    out: str | Path,
+    videos: int = 6,
+    frames: int = 12,
+    size: tuple[int, int] = (64, 96),
+    seed: int = 0,
+    val_fraction: float = 1 / 3,
+    overwrite: bool = False,
+) -> SynthSummary:
     """Write ``videos`` annotated videos (split into train and val) plus one unannotated test video.
 
     ``size`` is (height, width) of the frames. The result depends only on the arguments.
@@ -234,13 +253,14 @@ def synthesize(out: str | Path, videos: int = 6, frames: int = 12, size: tuple[i
 
     names = [f"{index}_synth_s{seed}" for index in range(videos + 1)]
     val_count = min(max(1, round(videos * val_fraction)), videos - 1)
-    splits = {"train": names[: videos - val_count], "val": names[videos - val_count: videos], "test": names[videos:]}
+    splits = {"train": names[: videos - val_count], "val": names[videos - val_count : videos], "test": names[videos:]}
     # Mask PNGs hold raw ids, so colour index k (k >= 1) is class k - 1's colour; 0 is black.
     raw_palette = ([0, 0, 0] + palette_bytes())[:768]
     for index, name in enumerate(names):
         rng = np.random.default_rng((seed, index))
-        _render_video(root / "data" / name, rng, frames, (height, width), with_masks=index < videos,
-                      raw_palette=raw_palette)
+        _render_video(
+            root / "data" / name, rng, frames, (height, width), with_masks=index < videos, raw_palette=raw_palette
+        )
     for split, members in splits.items():
         (root / f"{split}.txt").write_text("\n".join(members) + "\n", encoding="utf-8")
     label_table = {"others": "0", **{name: str(i + 1) for i, name in enumerate(VSPW_CLASSES)}}

@@ -156,11 +156,14 @@ def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
     value = rgb.max(-1)
     chroma = value - rgb.min(-1)
     safe_chroma = np.where(chroma > 0, chroma, 1.0)
-    hue = np.select(
-        [chroma == 0, value == r, value == g],
-        [0.0, ((g - b) / safe_chroma) % 6.0, (b - r) / safe_chroma + 2.0],
-        (r - g) / safe_chroma + 4.0,
-    ) * 30.0
+    hue = (
+        np.select(
+            [chroma == 0, value == r, value == g],
+            [0.0, ((g - b) / safe_chroma) % 6.0, (b - r) / safe_chroma + 2.0],
+            (r - g) / safe_chroma + 4.0,
+        )
+        * 30.0
+    )
     saturation = np.where(value > 0, chroma / np.where(value > 0, value, 1.0), 0.0)
     return np.stack([hue, saturation, value], -1).astype(np.float32)
 
@@ -261,6 +264,8 @@ def build_transforms(spec: Sequence[dict[str, Any]], path: str = "transforms") -
         try:
             transforms.append(cls.model_validate(entry))
         except ValidationError as exc:
-            raise ConfigError(f"{path}[{index}] ({entry['type']}): invalid settings\n"
-                              f"{describe_validation_error(exc, f'{path}[{index}]', cls)}") from None
+            raise ConfigError(
+                f"{path}[{index}] ({entry['type']}): invalid settings\n"
+                f"{describe_validation_error(exc, f'{path}[{index}]', cls)}"
+            ) from None
     return Compose(transforms)

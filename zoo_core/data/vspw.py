@@ -15,10 +15,11 @@ naming the video, the frame and what to do.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
-from typing import Annotated, Callable, Iterator, Optional
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -38,9 +39,9 @@ STD = (58.395, 57.12, 57.375)
 
 # Raw VSPW id -> train id: 1..124 -> 0..123; 0 ("others"), 255 (void) and anything else -> ignore.
 RAW_TO_TRAIN_LUT = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-RAW_TO_TRAIN_LUT[1:NUM_CLASSES + 1] = np.arange(NUM_CLASSES, dtype=np.uint8)
+RAW_TO_TRAIN_LUT[1 : NUM_CLASSES + 1] = np.arange(NUM_CLASSES, dtype=np.uint8)
 VALID_RAW = np.zeros(256, dtype=bool)
-VALID_RAW[:NUM_CLASSES + 1] = True
+VALID_RAW[: NUM_CLASSES + 1] = True
 VALID_RAW[255] = True
 
 # label_num_dic_final.json: class name -> raw id, written as a string ("1") or a number
@@ -56,7 +57,7 @@ class FrameRef:
     video: str
     name: str
     image_path: Path
-    mask_path: Optional[Path]
+    mask_path: Path | None
 
 
 @dataclass
@@ -65,7 +66,7 @@ class Frame:
 
     ref: FrameRef
     image: np.ndarray
-    mask: Optional[np.ndarray]
+    mask: np.ndarray | None
 
 
 def raw_to_train(mask: np.ndarray) -> np.ndarray:
@@ -86,8 +87,10 @@ class VSPWDataset:
         self.root = Path(root)
         self.split = split
         if not self.root.is_dir():
-            raise DataError(f"dataset root {self.root} is not a directory; pass the folder that holds "
-                            "train.txt, val.txt and data/ (make a small one with 'zoo data synth OUT')")
+            raise DataError(
+                f"dataset root {self.root} is not a directory; pass the folder that holds "
+                "train.txt, val.txt and data/ (make a small one with 'zoo data synth OUT')"
+            )
         self.videos = self._read_split()
         self.class_names = self._read_class_names()
         self._frames: dict[str, list[FrameRef]] = {}
@@ -96,14 +99,18 @@ class VSPWDataset:
         split_file = self.root / f"{self.split}.txt"
         if not split_file.is_file():
             available = sorted(p.stem for p in self.root.glob("*.txt")) or ["(none)"]
-            raise DataError(f"split {self.split!r} not found: no {split_file}; "
-                            f"available splits in {self.root}: {', '.join(available)}")
+            raise DataError(
+                f"split {self.split!r} not found: no {split_file}; "
+                f"available splits in {self.root}: {', '.join(available)}"
+            )
         videos = read_split_file(split_file)
         for video in videos:
             video_dir = self.root / "data" / video
             if not video_dir.is_dir():
-                raise DataError(f"split file {split_file} names video {video!r} but {video_dir} does not exist; "
-                                "restore the video folder or remove it from the split file")
+                raise DataError(
+                    f"split file {split_file} names video {video!r} but {video_dir} does not exist; "
+                    "restore the video folder or remove it from the split file"
+                )
         return videos
 
     def _read_class_names(self) -> list[str]:
@@ -119,13 +126,16 @@ class VSPWDataset:
             table = _LABEL_TABLE.validate_python(data)
         except ValidationError as exc:
             problems = "; ".join(line.strip() for line in describe_validation_error(exc).splitlines())
-            raise DataError(f"{label_file} is not a JSON object of class name -> id (\"wall\": \"1\"): {problems}; "
-                            f"{redo}") from None
+            raise DataError(
+                f'{label_file} is not a JSON object of class name -> id ("wall": "1"): {problems}; {redo}'
+            ) from None
         by_raw_id = {raw_id: name for name, raw_id in table.items()}
         by_raw_id.pop(0, None)  # "others" is not a class
         if sorted(by_raw_id) != list(range(1, NUM_CLASSES + 1)):
-            raise DataError(f"{label_file} must give ids 1..{NUM_CLASSES} (plus 'others' = 0), found "
-                            f"{len(by_raw_id)} classes with ids {sorted(by_raw_id)[:5]}...; {redo}")
+            raise DataError(
+                f"{label_file} must give ids 1..{NUM_CLASSES} (plus 'others' = 0), found "
+                f"{len(by_raw_id)} classes with ids {sorted(by_raw_id)[:5]}...; {redo}"
+            )
         return [by_raw_id[raw_id] for raw_id in range(1, NUM_CLASSES + 1)]
 
     def frames(self, video: str) -> list[FrameRef]:
@@ -144,8 +154,10 @@ class VSPWDataset:
             if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             if path.stem in images:
-                raise DataError(f"video {video!r}: frame {path.stem!r} exists twice ({images[path.stem].name} and "
-                                f"{path.name}); keep one of them")
+                raise DataError(
+                    f"video {video!r}: frame {path.stem!r} exists twice ({images[path.stem].name} and "
+                    f"{path.name}); keep one of them"
+                )
             images[path.stem] = path
         if not images:
             raise DataError(f"video {video!r}: {origin_dir} holds no .jpg or .png frames")
@@ -154,8 +166,10 @@ class VSPWDataset:
         for name in sorted(images):
             mask_path = mask_dir / f"{name}.png" if has_masks else None
             if mask_path is not None and not mask_path.is_file():
-                raise DataError(f"video {video!r}, frame {images[name].name}: mask {mask_path} is missing; "
-                                "restore it, or remove the frame from origin/")
+                raise DataError(
+                    f"video {video!r}, frame {images[name].name}: mask {mask_path} is missing; "
+                    "restore it, or remove the frame from origin/"
+                )
             refs.append(FrameRef(video, name, images[name], mask_path))
         return refs
 
@@ -167,33 +181,41 @@ class VSPWDataset:
     def load_mask(self, ref: FrameRef) -> np.ndarray:
         """The mask as HxW uint8 train ids (255 = ignore)."""
         if ref.mask_path is None:
-            raise DataError(f"video {ref.video!r}, frame {ref.name!r} has no mask (no mask/ folder: "
-                            "a test split?); evaluate or train on a split with masks")
+            raise DataError(
+                f"video {ref.video!r}, frame {ref.name!r} has no mask (no mask/ folder: "
+                "a test split?); evaluate or train on a split with masks"
+            )
         with _open(ref, ref.mask_path, "mask") as image:
             if image.mode not in ("L", "P"):
-                raise DataError(f"video {ref.video!r}, frame {ref.name!r}: mask {ref.mask_path} has mode "
-                                f"{image.mode!r}; masks must be single-channel label PNGs (mode 'L' or 'P') "
-                                "holding raw class ids, not colour renderings")
+                raise DataError(
+                    f"video {ref.video!r}, frame {ref.name!r}: mask {ref.mask_path} has mode "
+                    f"{image.mode!r}; masks must be single-channel label PNGs (mode 'L' or 'P') "
+                    "holding raw class ids, not colour renderings"
+                )
             raw = np.asarray(image)
         valid = VALID_RAW[raw]
         if not valid.all():
             bad_values, bad_counts = np.unique(raw[~valid], return_counts=True)
-            raise DataError(f"video {ref.video!r}, frame {ref.name!r}: mask {ref.mask_path} has values outside "
-                            f"0..{NUM_CLASSES} and 255: {bad_values[:5].tolist()}"
-                            f"{' ...' if len(bad_values) > 5 else ''} ({int(bad_counts.sum())} pixels); "
-                            "masks must hold raw VSPW ids")
+            raise DataError(
+                f"video {ref.video!r}, frame {ref.name!r}: mask {ref.mask_path} has values outside "
+                f"0..{NUM_CLASSES} and 255: {bad_values[:5].tolist()}"
+                f"{' ...' if len(bad_values) > 5 else ''} ({int(bad_counts.sum())} pixels); "
+                "masks must hold raw VSPW ids"
+            )
         return raw_to_train(raw)
 
-    def load(self, ref: FrameRef) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def load(self, ref: FrameRef) -> tuple[np.ndarray, np.ndarray | None]:
         """Image and train-id mask (None without masks), checked to have the same size."""
         image = self.load_image(ref)
         if ref.mask_path is None:
             return image, None
         mask = self.load_mask(ref)
         if mask.shape != image.shape[:2]:
-            raise DataError(f"video {ref.video!r}, frame {ref.name!r}: mask {ref.mask_path} is "
-                            f"{mask.shape[0]}x{mask.shape[1]} but frame {ref.image_path} is "
-                            f"{image.shape[0]}x{image.shape[1]} (HxW); regenerate the mask at the frame's size")
+            raise DataError(
+                f"video {ref.video!r}, frame {ref.name!r}: mask {ref.mask_path} is "
+                f"{mask.shape[0]}x{mask.shape[1]} but frame {ref.image_path} is "
+                f"{image.shape[0]}x{image.shape[1]} (HxW); regenerate the mask at the frame's size"
+            )
         return image, mask
 
     def iter_video(self, video: str) -> Iterator[Frame]:
@@ -221,8 +243,10 @@ def read_split_file(split_file: Path) -> list[str]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(f"split file {split_file}, line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
-                        "save it as UTF-8, one video folder name per line") from None
+        raise DataError(
+            f"split file {split_file}, line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
+            "save it as UTF-8, one video folder name per line"
+        ) from None
     videos = []
     for number, line in enumerate(text.splitlines(), start=1):
         name = line.strip()
@@ -230,8 +254,10 @@ def read_split_file(split_file: Path) -> list[str]:
             continue
         problem = _video_name_problem(name)
         if problem:
-            raise DataError(f"split file {split_file}, line {number}: {name!r} is not a video folder name ({problem}); "
-                            f"write one folder name of {split_file.parent / 'data'} per line")
+            raise DataError(
+                f"split file {split_file}, line {number}: {name!r} is not a video folder name ({problem}); "
+                f"write one folder name of {split_file.parent / 'data'} per line"
+            )
         if not name.startswith("."):
             videos.append(name)
     if not videos:
@@ -253,8 +279,9 @@ def _video_name_problem(name: str) -> str:
 
 @contextmanager
 def _open(ref: FrameRef, path: Path, what: str) -> Iterator[Image.Image]:
-    with decoded_image(path, f"video {ref.video!r}, frame {ref.name!r}: {what} {path}",
-                       "remove the frame from the video") as image:
+    with decoded_image(
+        path, f"video {ref.video!r}, frame {ref.name!r}: {what} {path}", "remove the frame from the video"
+    ) as image:
         yield image
 
 
@@ -284,7 +311,7 @@ class TrainFrames(torch.utils.data.Dataset):
     before iterating each epoch (workers copy the dataset when iteration starts).
     """
 
-    def __init__(self, dataset: VSPWDataset, transforms: Optional[Transform], seed: int = 0) -> None:
+    def __init__(self, dataset: VSPWDataset, transforms: Transform | None, seed: int = 0) -> None:
         self.dataset = dataset
         self.transforms = transforms
         self.seed = seed
@@ -292,9 +319,11 @@ class TrainFrames(torch.utils.data.Dataset):
         self.refs = [ref for video in dataset.videos for ref in dataset.frames(video)]
         unannotated = sorted({ref.video for ref in self.refs if ref.mask_path is None})
         if unannotated:
-            raise DataError(f"split {dataset.split!r} of {dataset.root}: videos without masks cannot be "
-                            f"trained on: {', '.join(unannotated[:5])}{' ...' if len(unannotated) > 5 else ''}; "
-                            "train on a split with a mask/ folder in every video")
+            raise DataError(
+                f"split {dataset.split!r} of {dataset.root}: videos without masks cannot be "
+                f"trained on: {', '.join(unannotated[:5])}{' ...' if len(unannotated) > 5 else ''}; "
+                "train on a split with a mask/ folder in every video"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

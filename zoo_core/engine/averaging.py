@@ -34,23 +34,29 @@ def average_model_dirs(model_dirs: Sequence[Path], out: Path, extra: dict | None
     for index, folder in enumerate(model_dirs):
         config = read_model_config(folder)
         if config["model"] != first["model"]:
-            raise ConfigError(f"{folder / CONFIG_NAME}: its model config differs from {model_dirs[0] / CONFIG_NAME}; "
-                              "only checkpoints of one architecture can be averaged")
+            raise ConfigError(
+                f"{folder / CONFIG_NAME}: its model config differs from {model_dirs[0] / CONFIG_NAME}; "
+                "only checkpoints of one architecture can be averaged"
+            )
         path = folder / WEIGHTS_NAME
         try:
             with safe_open(str(path), framework="pt") as f:
                 names = set(f.keys())
                 if index and names != set(sums):
-                    raise DataError(f"{path} holds other tensors than {model_dirs[0] / WEIGHTS_NAME} "
-                                    f"({len(names ^ set(sums))} names differ); average checkpoints of one model")
+                    raise DataError(
+                        f"{path} holds other tensors than {model_dirs[0] / WEIGHTS_NAME} "
+                        f"({len(names ^ set(sums))} names differ); average checkpoints of one model"
+                    )
                 for name in names:
                     tensor = f.get_tensor(name)
                     if not index:
                         dtypes[name] = tensor.dtype
                         sums[name] = tensor.double() if tensor.is_floating_point() else tensor.clone()
                     elif tensor.shape != sums[name].shape:
-                        raise DataError(f"{path}: tensor {name} has shape {tuple(tensor.shape)}, but "
-                                        f"{tuple(sums[name].shape)} in {model_dirs[0] / WEIGHTS_NAME}")
+                        raise DataError(
+                            f"{path}: tensor {name} has shape {tuple(tensor.shape)}, but "
+                            f"{tuple(sums[name].shape)} in {model_dirs[0] / WEIGHTS_NAME}"
+                        )
                     elif tensor.is_floating_point():
                         sums[name] += tensor.double()
                     else:
@@ -59,8 +65,10 @@ def average_model_dirs(model_dirs: Sequence[Path], out: Path, extra: dict | None
             raise DataError(f"{path} is missing, truncated or corrupt ({exc}); leave it out or re-create it") from None
 
     count = len(model_dirs)
-    averaged = {name: (value / count).to(dtypes[name]) if dtypes[name].is_floating_point else value
-                for name, value in sums.items()}
+    averaged = {
+        name: (value / count).to(dtypes[name]) if dtypes[name].is_floating_point else value
+        for name, value in sums.items()
+    }
     out = Path(out)
     with atomic_path(out / WEIGHTS_NAME) as tmp:
         save_file(averaged, str(tmp))

@@ -24,8 +24,9 @@ def micro_batch_seed(seed: int, iteration: int, micro_batch: int) -> int:
     return (seed * 1_000_003 + iteration) * 4099 + micro_batch
 
 
-def local_batches(train_set: TrainSet, spec: TrainSpec, world: distributed.World, first_step: int
-                  ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+def local_batches(
+    train_set: TrainSet, spec: TrainSpec, world: distributed.World, first_step: int
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """``(epoch, images, targets)`` of this rank for steps ``first_step, first_step + 1, ...``.
 
     Global step ``s`` of epoch ``e`` uses ``order[s * G : (s + 1) * G]`` of
@@ -39,12 +40,16 @@ def local_batches(train_set: TrainSet, spec: TrainSpec, world: distributed.World
     while True:
         order = train_set.epoch_order(epoch)
         start = world.rank * local
-        sampler = [order[s * global_batch + start: s * global_batch + start + local] for s in range(offset, per_epoch)]
+        sampler = [order[s * global_batch + start : s * global_batch + start + local] for s in range(offset, per_epoch)]
         train_set.set_epoch(epoch)  # before the loader starts: workers copy the dataset then
         # An own generator: the loader must not draw from the global torch RNG (that would shift dropout on resume).
-        loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=spec.num_workers,
-                                             generator=torch.Generator().manual_seed(spec.seed),
-                                             persistent_workers=False)
+        loader = torch.utils.data.DataLoader(
+            train_set,
+            batch_sampler=sampler,
+            num_workers=spec.num_workers,
+            generator=torch.Generator().manual_seed(spec.seed),
+            persistent_workers=False,
+        )
         for images, targets in loader:
             yield epoch, images, targets
         epoch, offset = epoch + 1, 0
@@ -57,8 +62,14 @@ def build_train_set(pipeline: Pipeline, world: distributed.World, log: Callable[
     transforms = build_transforms(spec.transforms or DEFAULT_TRAIN_TRANSFORMS, path="train.transforms")
     if not world.is_main:
         distributed.barrier(world)
-    train_set = data_sources.build_train_set(sources, pipeline.data.root, transforms, spec.seed,
-                      progress=pipeline.runtime.progress and world.is_main, log=log)
+    train_set = data_sources.build_train_set(
+        sources,
+        pipeline.data.root,
+        transforms,
+        spec.seed,
+        progress=pipeline.runtime.progress and world.is_main,
+        log=log,
+    )
     if world.is_main:
         distributed.barrier(world)
     check_global_batch(spec, world, len(train_set))
@@ -68,6 +79,8 @@ def build_train_set(pipeline: Pipeline, world: distributed.World, log: Callable[
 def check_global_batch(spec: TrainSpec, world: distributed.World, samples: int) -> None:
     global_batch = spec.batch_size * spec.accum_steps * world.size
     if samples < global_batch:
-        raise ConfigError(f"the global batch is {global_batch} images (train.batch_size {spec.batch_size} x "
-                          f"accum_steps {spec.accum_steps} x {world.size} processes) but the training data has "
-                          f"only {samples}; lower train.batch_size or add data")
+        raise ConfigError(
+            f"the global batch is {global_batch} images (train.batch_size {spec.batch_size} x "
+            f"accum_steps {spec.accum_steps} x {world.size} processes) but the training data has "
+            f"only {samples}; lower train.batch_size or add data"
+        )

@@ -43,8 +43,15 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def save_checkpoint(folder: Path, iteration: int, model: torch.nn.Module, model_config: dict, extra: dict,
-                    optimizer: torch.optim.Optimizer | None = None, state: dict | None = None) -> Path:
+def save_checkpoint(
+    folder: Path,
+    iteration: int,
+    model: torch.nn.Module,
+    model_config: dict,
+    extra: dict,
+    optimizer: torch.optim.Optimizer | None = None,
+    state: dict | None = None,
+) -> Path:
     """Write ``folder/iter_N`` atomically; without an optimizer it is a bare model directory (SWA snapshots)."""
     from safetensors.torch import save_file
 
@@ -78,15 +85,17 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         state = json.loads((path / STATE_NAME).read_text())
         optimizer_tensors = load_file(str(path / OPTIMIZER_NAME))
     except (OSError, SafetensorError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"checkpoint {path} is incomplete or corrupt ({exc}); delete it to resume from the "
-                        "previous one") from None
+        raise DataError(
+            f"checkpoint {path} is incomplete or corrupt ({exc}); delete it to resume from the previous one"
+        ) from None
     load_weights(model, path / WEIGHTS_NAME, "the pipeline's model (resume with the pipeline that wrote it)")
     groups = state.pop("optimizer_param_groups")
     try:
         optimizer.load_state_dict(_unflatten_optimizer(optimizer_tensors, groups))
     except (ValueError, KeyError) as exc:
-        raise ConfigError(f"checkpoint {path}: the optimizer state does not fit ({exc}); resume with the "
-                          "pipeline that wrote it") from None
+        raise ConfigError(
+            f"checkpoint {path}: the optimizer state does not fit ({exc}); resume with the pipeline that wrote it"
+        ) from None
     return state
 
 

@@ -12,8 +12,13 @@ from ..pipeline.schema import Pipeline
 
 @click.command("average")
 @click.argument("checkpoints", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Model directory to write (config.json + model.safetensors).")
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model directory to write (config.json + model.safetensors).",
+)
 @click.option("--force", is_flag=True, help="Replace the model already in --out.")
 def average_command(checkpoints: tuple[Path, ...], out: Path, force: bool) -> None:
     """Average the weights of CHECKPOINTS (model directories of one architecture, such as
@@ -30,11 +35,23 @@ def average_command(checkpoints: tuple[Path, ...], out: Path, force: bool) -> No
     click.echo(f"averaged {len(checkpoints)} checkpoints -> {out / WEIGHTS_NAME}")
 
 
-@pipeline_command("train", "runs/train", "Run directory: checkpoints, train_log.jsonl, model.safetensors, config.json.",
-                  options=(click.option("--resume", is_flag=True,
-                                        help="Continue from the newest checkpoint in --out (same pipeline and --set)."),
-                           click.option("--nproc", type=int, default=1, show_default=True,
-                                        help="Processes on this machine (torchrun; gloo on CPU, nccl on GPU).")))
+@pipeline_command(
+    "train",
+    "runs/train",
+    "Run directory: checkpoints, train_log.jsonl, model.safetensors, config.json.",
+    options=(
+        click.option(
+            "--resume", is_flag=True, help="Continue from the newest checkpoint in --out (same pipeline and --set)."
+        ),
+        click.option(
+            "--nproc",
+            type=int,
+            default=1,
+            show_default=True,
+            help="Processes on this machine (torchrun; gloo on CPU, nccl on GPU).",
+        ),
+    ),
+)
 def train_command(pipeline: Pipeline, out: Path, resume: bool, nproc: int) -> None:
     """Train the pipeline's `model` with its `train` recipe (resumable; Ctrl-C writes a checkpoint)."""
     if nproc > 1:

@@ -43,8 +43,10 @@ def setup(device: torch.device) -> tuple[World, torch.device]:
     world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
         if world.local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"LOCAL_RANK {world.local_rank} but only {torch.cuda.device_count()} CUDA devices; "
-                              "start at most one process per GPU")
+            raise ConfigError(
+                f"LOCAL_RANK {world.local_rank} but only {torch.cuda.device_count()} CUDA devices; "
+                "start at most one process per GPU"
+            )
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -78,14 +80,21 @@ def check_identical(model: torch.nn.Module, world: World, device: torch.device) 
     """Raise if the ranks' weights differ (they must: DDP averages every gradient)."""
     if not world.distributed:
         return
-    fingerprint = torch.stack([torch.stack([p.detach().double().sum(), p.detach().double().abs().sum()])
-                               for p in model.parameters()]).flatten().to(device)
+    fingerprint = (
+        torch.stack(
+            [torch.stack([p.detach().double().sum(), p.detach().double().abs().sum()]) for p in model.parameters()]
+        )
+        .flatten()
+        .to(device)
+    )
     high, low = fingerprint.clone(), -fingerprint
     dist.all_reduce(high, op=dist.ReduceOp.MAX)
     dist.all_reduce(low, op=dist.ReduceOp.MAX)
     if not torch.equal(high, -low):
-        raise RuntimeError(f"the {world.size} ranks ended with different weights; a component is not "
-                           "deterministic across processes or skipped the gradient all-reduce")
+        raise RuntimeError(
+            f"the {world.size} ranks ended with different weights; a component is not "
+            "deterministic across processes or skipped the gradient all-reduce"
+        )
 
 
 def barrier(world: World) -> None:
@@ -97,13 +106,23 @@ def launch(nproc: int, zoo_args: Sequence[str]) -> int:
     """Run ``zoo ZOO_ARGS`` in ``nproc`` processes on this machine with torchrun; returns its exit code."""
     if nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "zoo_core.cli", *zoo_args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "zoo_core.cli",
+        *zoo_args,
+    ]
     process = subprocess.Popen(command)
     # A terminal's Ctrl-C reaches torchrun and the workers by itself (they checkpoint): wait for them.
     # SIGTERM sent to this process alone is passed on.
-    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
-                signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signum))}
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signum)),
+    }
     try:
         return process.wait()
     finally:

@@ -50,4 +50,5 @@ class StopRequest:
         return TrainingInterrupted(
             f"interrupted by {signal.Signals(signum).name} at iteration {step} of {last}; the checkpoint "
             f"is in {checkpoints}; continue with the same command and --resume",
-            INTERRUPT_EXIT.get(signum, 130))
+            INTERRUPT_EXIT.get(signum, 130),
+        )

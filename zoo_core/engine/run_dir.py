@@ -32,17 +32,20 @@ def check_run_dir(pipeline: Pipeline, out: Path, resume: bool) -> Path | None:
     record_path = out / RUN_RECORD
     if not resume:
         if found or (out / WEIGHTS_NAME).exists():
-            raise ConfigError(f"{out} already holds a training run; continue it with --resume, or train into "
-                              "another --out")
+            raise ConfigError(
+                f"{out} already holds a training run; continue it with --resume, or train into another --out"
+            )
         return None
     if record_path.is_file():
         before = json.loads(record_path.read_text())
         now = run_fingerprint(pipeline)
         changed = sorted(differences(before, now))
         if changed:
-            raise ConfigError(f"--resume: the pipeline differs from the one that started {out} at "
-                              f"{', '.join(changed[:8])}; resume with the same pipeline and --set values, "
-                              "or train into another --out")
+            raise ConfigError(
+                f"--resume: the pipeline differs from the one that started {out} at "
+                f"{', '.join(changed[:8])}; resume with the same pipeline and --set values, "
+                "or train into another --out"
+            )
     return found[-1][1] if found else None
 
 

@@ -58,10 +58,15 @@ def param_groups(model: torch.nn.Module, spec: TrainSpec, decay_1d: bool = False
         part = "backbone" if id(param) in backbone_ids else "decoder"
         no_decay = not decay_1d and (param.ndim <= 1 or name in skip or any(k in name for k in NO_DECAY_KEYWORDS))
         groups.setdefault((part, no_decay), []).append(param)
-    return [{"params": params, "name": f"{part}{'.no_decay' if no_decay else ''}",
-             "lr_mult": 1.0 if part == "backbone" else spec.decoder_lr_mult,
-             "weight_decay": 0.0 if no_decay else spec.weight_decay}
-            for (part, no_decay), params in sorted(groups.items())]
+    return [
+        {
+            "params": params,
+            "name": f"{part}{'.no_decay' if no_decay else ''}",
+            "lr_mult": 1.0 if part == "backbone" else spec.decoder_lr_mult,
+            "weight_decay": 0.0 if no_decay else spec.weight_decay,
+        }
+        for (part, no_decay), params in sorted(groups.items())
+    ]
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:

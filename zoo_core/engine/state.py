@@ -51,8 +51,9 @@ class TrainState:
         self.trained = self.model
 
     @classmethod
-    def build(cls, pipeline: Pipeline, world: distributed.World, device: torch.device, amp: str,
-              extra: dict) -> TrainState:
+    def build(
+        cls, pipeline: Pipeline, world: distributed.World, device: torch.device, amp: str, extra: dict
+    ) -> TrainState:
         """A fresh model (its initial weights drawn from the torch seed), the loss, AdamW and the scaler."""
         assert pipeline.model is not None and pipeline.train is not None
         spec = pipeline.train
@@ -63,13 +64,30 @@ class TrainState:
         with torch.random.fork_rng(devices=[]):
             loss_fn = catalog.build("loss", spec.loss.type, spec.loss.args, num_classes=pipeline.model.num_classes)
         loss_label = catalog.get("loss", spec.loss.type).describe()
-        bind_component(loss_fn, loss_label, BindContext((), tuple(extra.get("class_names", ())),
-                                                        pipeline.model.num_classes, device, "loss", "train.loss"))
+        bind_component(
+            loss_fn,
+            loss_label,
+            BindContext(
+                (), tuple(extra.get("class_names", ())), pipeline.model.num_classes, device, "loss", "train.loss"
+            ),
+        )
         model = build_segmentor(model_config).to(device).train()
         optimizer = torch.optim.AdamW(param_groups(model, spec), lr=spec.lr, betas=spec.betas)
         scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-        return cls(spec, model, model_config, loss_fn, optimizer, scaler, world, device, amp, extra,
-                   model_label=describe_model(None, model_config, catalog), loss_label=loss_label)
+        return cls(
+            spec,
+            model,
+            model_config,
+            loss_fn,
+            optimizer,
+            scaler,
+            world,
+            device,
+            amp,
+            extra,
+            model_label=describe_model(None, model_config, catalog),
+            loss_label=loss_label,
+        )
 
     def restore(self, checkpoint: Path | None, log: Callable[[str], None]) -> int:
         """Load ``checkpoint`` (weights, optimizer, scaler), else ``train.init_from``; the iteration to start from."""
@@ -87,7 +105,8 @@ class TrainState:
         """Under torchrun, train through DDP (after :meth:`restore`: DDP starts from rank 0's weights)."""
         if self.world.distributed:
             self.trained = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
 
     def step(self, images: torch.Tensor, targets: torch.Tensor, iteration: int) -> list[float]:
         """Optimizer step ``iteration`` (1-based) over this rank's ``accum_steps`` micro-batches.
@@ -108,8 +127,10 @@ class TrainState:
                     loss = head_losses.sum()
                 total = loss.item()  # the one device sync of a micro-batch
                 if not math.isfinite(total):
-                    raise ConfigError(f"training diverged at iteration {iteration} (loss {total}); lower train.lr "
-                                      "or set train.grad_clip")
+                    raise ConfigError(
+                        f"training diverged at iteration {iteration} (loss {total}); lower train.lr "
+                        "or set train.grad_clip"
+                    )
                 self.scaler.scale(loss / spec.accum_steps).backward()
             head_totals += head_losses.detach() / spec.accum_steps
         if spec.grad_clip:
@@ -124,9 +145,10 @@ class TrainState:
         with component_errors(self.model_label):
             outputs = self.trained(images)
         with component_errors(self.loss_label):
-            losses = [head.loss_weight * self.loss_fn(output, targets,
-                                                      LossContext(images, iteration, self.spec.max_iters, i))
-                      for i, (head, output) in enumerate(zip(self.model.heads, outputs))]
+            losses = [
+                head.loss_weight * self.loss_fn(output, targets, LossContext(images, iteration, self.spec.max_iters, i))
+                for i, (head, output) in enumerate(zip(self.model.heads, outputs))
+            ]
         return torch.stack([value.float() for value in losses])
 
     def checkpoint(self, folder: Path, iteration: int) -> None:
@@ -149,6 +171,9 @@ def _load_initial_weights(model: torch.nn.Module, ref: str, log: Callable[[str],
     from ..hub.client import resolve_weights
 
     resolved = resolve_weights(ref)
-    load_weights(model, resolved.path / WEIGHTS_NAME,
-                 f"the pipeline's model (train.init_from: {ref}; copy the `model` section of its config.json)")
+    load_weights(
+        model,
+        resolved.path / WEIGHTS_NAME,
+        f"the pipeline's model (train.init_from: {ref}; copy the `model` section of its config.json)",
+    )
     log(f"initialised from {resolved.path}")

@@ -52,8 +52,14 @@ def train(pipeline: Pipeline, out: Path, resume: bool = False, log: Callable[[st
         distributed.teardown()
 
 
-def _train(pipeline: Pipeline, out: Path, resume: bool, world: distributed.World, device: torch.device,
-           log: Callable[[str], None]) -> Path:
+def _train(
+    pipeline: Pipeline,
+    out: Path,
+    resume: bool,
+    world: distributed.World,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> Path:
     spec = pipeline.train
     if pipeline.runtime.threads:
         torch.set_num_threads(pipeline.runtime.threads)
@@ -74,8 +80,10 @@ def _train(pipeline: Pipeline, out: Path, resume: bool, world: distributed.World
     started = time.perf_counter()
     _loop(state, train_set, out, step, started, progress=pipeline.runtime.progress)
     _save_final_model(state, pipeline, out, log)
-    log(f"trained to iteration {total_iters(spec)} in {time.perf_counter() - started:.0f} s -> "
-        f"{out / 'model.safetensors'}")
+    log(
+        f"trained to iteration {total_iters(spec)} in {time.perf_counter() - started:.0f} s -> "
+        f"{out / 'model.safetensors'}"
+    )
     return out
 
 
@@ -102,9 +110,14 @@ def _loop(state: TrainState, train_set: TrainSet, out: Path, step: int, started:
                 bar.update(1)
                 if step % spec.log_every == 0 or step == last:
                     losses = distributed.mean_over_ranks(losses, world, device)
-                    record = {"iter": step, "epoch": epoch, "loss": round(sum(losses), 5), "lr": lr,
-                              "head_losses": [round(v, 5) for v in losses],
-                              "seconds": round(time.perf_counter() - started, 2)}
+                    record = {
+                        "iter": step,
+                        "epoch": epoch,
+                        "loss": round(sum(losses), 5),
+                        "lr": lr,
+                        "head_losses": [round(v, 5) for v in losses],
+                        "seconds": round(time.perf_counter() - started, 2),
+                    }
                     if log_file:
                         log_file.write(json.dumps(record) + "\n")
                         log_file.flush()
@@ -129,8 +142,12 @@ def _save_final_model(state: TrainState, pipeline: Pipeline, out: Path, log: Cal
     distributed.check_identical(state.model, world, state.device)
     if world.distributed:
         log(f"all {world.size} processes hold identical weights")
-    final_extra = dict(state.extra, iteration=total_iters(spec), train=spec.model_dump(mode="json"),
-                       data={"root": str(pipeline.data.root), "split": spec.split})
+    final_extra = dict(
+        state.extra,
+        iteration=total_iters(spec),
+        train=spec.model_dump(mode="json"),
+        data={"root": str(pipeline.data.root), "split": spec.split},
+    )
     if world.is_main:
         if spec.swa is not None:
             snapshots = [path for iteration, path in list_checkpoints(out / SWA_DIR) if iteration > spec.max_iters]

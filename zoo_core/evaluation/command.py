@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import click
 from tqdm import tqdm
@@ -15,24 +14,48 @@ from .confusion import write_confusion
 from .evaluator import StreamingEvaluator
 from .predictions import read_prediction
 
-SUMMARY = (("miou", "mIoU"), ("mvc8", "mVC8"), ("mvc16", "mVC16"), ("pixel_acc", "pixel acc"),
-           ("mean_class_acc", "mean class acc"), ("fwiou", "fwIoU"))
+SUMMARY = (
+    ("miou", "mIoU"),
+    ("mvc8", "mVC8"),
+    ("mvc16", "mVC16"),
+    ("pixel_acc", "pixel acc"),
+    ("mean_class_acc", "mean class acc"),
+    ("fwiou", "fwIoU"),
+)
 
 
 @click.command("eval")
 @click.argument("pred_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--data", "root", required=True, type=click.Path(path_type=Path),
-              help="VSPW-format dataset root (holds <split>.txt and data/).")
+@click.option(
+    "--data",
+    "root",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="VSPW-format dataset root (holds <split>.txt and data/).",
+)
 @click.option("--split", default="val", show_default=True, help="Split whose masks are the ground truth.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the metrics (fractions, with per-class IoU) to this JSON file.")
-@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Also write per-class IoU and confusion-matrix PNGs to this folder.")
-@click.option("--confusion", "confusion_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the confusion matrix (rows = ground truth) to this JSON file, the input of "
-              "the confusion-focal loss.")
-def eval_command(pred_dir: Path, root: Path, split: str, json_path: Optional[Path],
-                 plots_dir: Optional[Path], confusion_path: Optional[Path]) -> None:
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the metrics (fractions, with per-class IoU) to this JSON file.",
+)
+@click.option(
+    "--plots",
+    "plots_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write per-class IoU and confusion-matrix PNGs to this folder.",
+)
+@click.option(
+    "--confusion",
+    "confusion_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the confusion matrix (rows = ground truth) to this JSON file, the input of "
+    "the confusion-focal loss.",
+)
+def eval_command(
+    pred_dir: Path, root: Path, split: str, json_path: Path | None, plots_dir: Path | None, confusion_path: Path | None
+) -> None:
     """Official VSPW mIoU and video consistency (mVC8, mVC16) of PRED_DIR.
 
     PRED_DIR holds one folder per video of the split and in it one PNG per annotated frame,
@@ -46,18 +69,24 @@ def eval_command(pred_dir: Path, root: Path, split: str, json_path: Optional[Pat
     for video in tqdm(dataset.videos, desc=f"eval {split}", unit="video", leave=False, dynamic_ncols=True):
         frames = dataset.frames(video)
         if frames[0].mask_path is None:
-            raise DataError(f"split {split!r} has no ground truth: video {video!r} has no mask/ folder; "
-                            "evaluate a split with masks (e.g. --split val)")
+            raise DataError(
+                f"split {split!r} has no ground truth: video {video!r} has no mask/ folder; "
+                "evaluate a split with masks (e.g. --split val)"
+            )
         video_dir = pred_dir / video
         if not video_dir.is_dir():
-            raise DataError(f"no predictions for video {video!r}: {video_dir} does not exist; PRED_DIR must "
-                            f"hold one folder per video of split {split!r}")
+            raise DataError(
+                f"no predictions for video {video!r}: {video_dir} does not exist; PRED_DIR must "
+                f"hold one folder per video of split {split!r}"
+            )
         evaluator.start_video(video)
         for ref in frames:
             pred_path = video_dir / f"{ref.name}.png"
             if not pred_path.is_file():
-                raise DataError(f"no prediction for video {video!r}, frame {ref.name!r}: {pred_path} does not "
-                                "exist; predict every annotated frame of the split")
+                raise DataError(
+                    f"no prediction for video {video!r}, frame {ref.name!r}: {pred_path} does not "
+                    "exist; predict every annotated frame of the split"
+                )
             gt = dataset.load_mask(ref)
             evaluator.update(read_prediction(pred_path), gt, source=str(pred_path))
         evaluator.end_video()

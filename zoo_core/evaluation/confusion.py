@@ -43,8 +43,9 @@ class ConfusionFile(BaseModel):
 
 def read_confusion(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     """The ``(C, C)`` int64 matrix and the class names of a ``confusion.json``; a DataError if it is not one."""
-    redo = ("write it again with 'zoo eval PRED_DIR --data ROOT --confusion FILE' or take OUT/confusion.json of "
-            "'zoo run'")
+    redo = (
+        "write it again with 'zoo eval PRED_DIR --data ROOT --confusion FILE' or take OUT/confusion.json of 'zoo run'"
+    )
     try:
         with open(path, encoding="utf-8") as file:
             data = json.load(file)
@@ -60,7 +61,9 @@ def read_confusion(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     c, rows = len(confusion.class_names), confusion.matrix
     if len(rows) != c or any(len(row) != c for row in rows):
         lengths = sorted({len(row) for row in rows})
-        raise DataError(f"confusion matrix {path}: 'matrix' has {len(rows)} rows of {'/'.join(map(str, lengths))} "
-                        f"counts but there are {c} class names; it must be {c} rows of {c} counts (rows = ground "
-                        f"truth, columns = prediction); {redo}")
+        raise DataError(
+            f"confusion matrix {path}: 'matrix' has {len(rows)} rows of {'/'.join(map(str, lengths))} "
+            f"counts but there are {c} class names; it must be {c} rows of {c} counts (rows = ground "
+            f"truth, columns = prediction); {redo}"
+        )
     return np.array(rows, dtype=np.int64).reshape(c, c), confusion.class_names

@@ -11,7 +11,7 @@ Ground truth is compared in train-id space, so the ignore value 255 is just anot
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class VideoStats:
             np.savez(file, **arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "VideoStats":
+    def load(cls, path: str | os.PathLike) -> VideoStats:
         try:
             # Opened here so the file is closed even when it is not a valid archive.
             with open(path, "rb") as file:
@@ -45,13 +45,17 @@ class VideoStats:
                 cm, windows = data["cm"], data["windows"].tolist()
                 vc_sum, vc_count, frames = data["vc_sum"].tolist(), data["vc_count"].tolist(), int(data["frames"])
         except (OSError, EOFError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:
-            raise DataError(f"{path}: not a readable video statistics file ({exc}); delete it and the "
-                            "video will be evaluated again") from None
+            raise DataError(
+                f"{path}: not a readable video statistics file ({exc}); delete it and the video will be evaluated again"
+            ) from None
         if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or not len(vc_sum) == len(vc_count) == len(windows):
-            raise DataError(f"{path}: inconsistent video statistics; delete it and the video will be "
-                            "evaluated again")
-        return cls(cm=cm.astype(np.int64), vc_sum=dict(zip(windows, vc_sum)),
-                   vc_count=dict(zip(windows, vc_count)), frames=frames)
+            raise DataError(f"{path}: inconsistent video statistics; delete it and the video will be evaluated again")
+        return cls(
+            cm=cm.astype(np.int64),
+            vc_sum=dict(zip(windows, vc_sum)),
+            vc_count=dict(zip(windows, vc_count)),
+            frames=frames,
+        )
 
 
 class StreamingEvaluator:
@@ -79,7 +83,7 @@ class StreamingEvaluator:
         self.vc_count = dict.fromkeys(self.windows, 0)
         self.evaluated_videos = 0
         self.evaluated_frames = 0
-        self._video: Optional[str] = None
+        self._video: str | None = None
 
     def start_video(self, name: str) -> None:
         if self._video is not None:
@@ -87,7 +91,7 @@ class StreamingEvaluator:
         self._video = name
         self._video_cm = np.zeros_like(self.confusion_matrix)
         self._consistency = VideoConsistency(self.windows)
-        self._frame_shape: Optional[tuple[int, ...]] = None
+        self._frame_shape: tuple[int, ...] | None = None
 
     def update(self, pred: np.ndarray, gt: np.ndarray, source: str = "") -> None:
         """Add the video's next frame: ``pred`` train ids, ``gt`` uint8 train ids (255 = ignore)."""
@@ -100,9 +104,11 @@ class StreamingEvaluator:
         if self._frame_shape is None:
             self._frame_shape = gt.shape
         elif gt.shape != self._frame_shape:
-            raise DataError(f"{source}: frame size {gt.shape[0]}x{gt.shape[1]} differs from the earlier frames "
-                            f"of video {self._video} ({self._frame_shape[0]}x{self._frame_shape[1]}); all "
-                            "frames of a video must have one size")
+            raise DataError(
+                f"{source}: frame size {gt.shape[0]}x{gt.shape[1]} differs from the earlier frames "
+                f"of video {self._video} ({self._frame_shape[0]}x{self._frame_shape[1]}); all "
+                "frames of a video must have one size"
+            )
         self._video_cm += frame_confusion(pred, gt, self.num_classes)
         self._consistency.update(pred, gt)
 
@@ -119,8 +125,10 @@ class StreamingEvaluator:
     def add(self, stats: VideoStats) -> None:
         """Merge a video's statistics computed earlier (for example loaded to resume a run)."""
         if stats.cm.shape != self.confusion_matrix.shape:
-            raise DataError(f"video statistics for {stats.cm.shape[0]} classes cannot be merged into an "
-                            f"evaluation of {self.num_classes} classes; delete the saved statistics")
+            raise DataError(
+                f"video statistics for {stats.cm.shape[0]} classes cannot be merged into an "
+                f"evaluation of {self.num_classes} classes; delete the saved statistics"
+            )
         missing = [c for c in self.windows if c not in stats.vc_sum or c not in stats.vc_count]
         if missing:
             raise DataError(f"video statistics lack the mVC window(s) {missing}; delete the saved statistics")
@@ -135,6 +143,7 @@ class StreamingEvaluator:
         """``miou``, ``mvc<C>`` per window, ``pixel_acc``, ``mean_class_acc``, ``fwiou`` (fractions)
         and ``per_class_iou``; a metric with nothing to average over is ``None``."""
         metrics = summarize(self.confusion_matrix, class_names)
-        consistency = {f"mvc{c}": (self.vc_sum[c] / self.vc_count[c] if self.vc_count[c] else None)
-                       for c in self.windows}
+        consistency = {
+            f"mvc{c}": (self.vc_sum[c] / self.vc_count[c] if self.vc_count[c] else None) for c in self.windows
+        }
         return {"miou": metrics.pop("miou"), **consistency, **metrics}

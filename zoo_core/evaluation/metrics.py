@@ -16,17 +16,23 @@ def check_prediction(pred: np.ndarray, gt: np.ndarray, num_classes: int, source:
     source = source or "prediction"
     pred = np.asarray(pred)
     if pred.ndim != 2 or not np.issubdtype(pred.dtype, np.integer):
-        raise DataError(f"{source}: expected a 2-D map of integer train ids, got {pred.ndim}-D {pred.dtype}; "
-                        "save one single-channel PNG of train ids per frame")
+        raise DataError(
+            f"{source}: expected a 2-D map of integer train ids, got {pred.ndim}-D {pred.dtype}; "
+            "save one single-channel PNG of train ids per frame"
+        )
     if pred.shape != gt.shape:
-        raise DataError(f"{source}: prediction size {pred.shape[0]}x{pred.shape[1]} does not match the ground "
-                        f"truth {gt.shape[0]}x{gt.shape[1]}; predict at the mask's resolution")
+        raise DataError(
+            f"{source}: prediction size {pred.shape[0]}x{pred.shape[1]} does not match the ground "
+            f"truth {gt.shape[0]}x{gt.shape[1]}; predict at the mask's resolution"
+        )
     if pred.size and (pred.max() >= num_classes or pred.min() < 0):
         bad = np.unique(pred[(pred < 0) | (pred >= num_classes)])
         shown = ", ".join(str(v) for v in bad[:5]) + (", ..." if bad.size > 5 else "")
-        raise DataError(f"{source}: prediction values {shown} are outside the train ids 0..{num_classes - 1}; "
-                        "predictions hold train ids (raw VSPW id - 1), not raw ids, colours or the ignore "
-                        "value 255")
+        raise DataError(
+            f"{source}: prediction values {shown} are outside the train ids 0..{num_classes - 1}; "
+            "predictions hold train ids (raw VSPW id - 1), not raw ids, colours or the ignore "
+            "value 255"
+        )
     return pred.astype(np.uint8, copy=False)
 
 
@@ -65,8 +71,13 @@ def summarize(cm: np.ndarray, class_names: list[str]) -> dict:
     rows = cm.sum(axis=1).astype(np.float64)
     total = rows.sum()
     if total == 0:
-        return {"miou": None, "pixel_acc": None, "mean_class_acc": None, "fwiou": None,
-                "per_class_iou": dict.fromkeys(class_names)}
+        return {
+            "miou": None,
+            "pixel_acc": None,
+            "mean_class_acc": None,
+            "fwiou": None,
+            "per_class_iou": dict.fromkeys(class_names),
+        }
     diag = np.diag(cm).astype(np.float64)
     cols = cm.sum(axis=0).astype(np.float64)
     present = rows > 0

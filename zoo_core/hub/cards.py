@@ -46,10 +46,13 @@ CardName = _matching(NAME_RE, "lower-case letters, digits, '.', '-' and '_' only
 RepoId = _matching(REPO_RE, "must be ORG/NAME")
 CommitId = _matching(SHA1_RE, "must be a full 40-hex commit id (lower case), not a branch or a short id")
 Sha256 = _matching(SHA256_RE, "must be 64 lower-case hex digits")
-Sha256OrEmpty = _matching(re.compile(r"^([0-9a-f]{64})?$"), "must be 64 lower-case hex digits (or empty with "
-                                                             "verified: false)")
-WeightsPath = _matching(WEIGHTS_PATH_RE, "must be model.safetensors, or a folder path ending in /model.safetensors "
-                                         "(config.json sits beside it)")
+Sha256OrEmpty = _matching(
+    re.compile(r"^([0-9a-f]{64})?$"), "must be 64 lower-case hex digits (or empty with verified: false)"
+)
+WeightsPath = _matching(
+    WEIGHTS_PATH_RE,
+    "must be model.safetensors, or a folder path ending in /model.safetensors (config.json sits beside it)",
+)
 # The files of a model directory; both are pinned, since config.json decides the architecture and the class names.
 ModelFile = Literal["config.json", "model.safetensors"]
 MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME)
@@ -89,8 +92,10 @@ class HubFile(_Strict):
     @model_validator(mode="after")
     def _one_way_to_pin(self) -> HubFile:
         if self.files is not None and self.sha256:
-            raise ValueError("give hub.files (the sha256 of every file) or the older hub.sha256 (the weights' only), "
-                             "not both: drop hub.sha256")
+            raise ValueError(
+                "give hub.files (the sha256 of every file) or the older hub.sha256 (the weights' only), "
+                "not both: drop hub.sha256"
+            )
         if self.files is not None and sorted(self.files) != sorted(MODEL_FILES):
             raise ValueError(f"hub.files must give the sha256 of both {CONFIG_NAME} and {WEIGHTS_NAME}")
         return self
@@ -135,11 +140,14 @@ class Card(_Strict):
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"class_names has {len(self.class_names)} names but num_classes is {self.num_classes}")
         if self.model.config.num_classes != self.num_classes:
-            raise ValueError(f"model.config.num_classes is {self.model.config.num_classes} but num_classes is "
-                             f"{self.num_classes}")
+            raise ValueError(
+                f"model.config.num_classes is {self.model.config.num_classes} but num_classes is {self.num_classes}"
+            )
         if self.verified and not self.hub.hashes():
-            raise ValueError("hub.files is empty: set it (zoo push prints it), or mark the card `verified: false` "
-                             "(only for third-party weights whose hash is not known in advance)")
+            raise ValueError(
+                "hub.files is empty: set it (zoo push prints it), or mark the card `verified: false` "
+                "(only for third-party weights whose hash is not known in advance)"
+            )
         return self
 
     def to_yaml(self) -> str:
@@ -170,8 +178,10 @@ def load_card_file(path: Any, origin: str | None = None) -> Card:
     except OSError as exc:
         raise ConfigError(f"{origin}: cannot read card: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{origin}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
-                          "save the card as UTF-8") from None
+        raise ConfigError(
+            f"{origin}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save the card as UTF-8"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin}: not valid YAML: {exc}") from None
     return parse_card(data, origin)
@@ -209,8 +219,10 @@ def discover_cards() -> list[CardSource]:
     seen: dict[str, CardSource] = {}
     for source in sources:
         if source.card.name in seen:
-            raise ConfigError(f"registry card {source.card.name!r} is defined twice: in "
-                              f"{seen[source.card.name].origin} and in {source.origin}; rename or remove one")
+            raise ConfigError(
+                f"registry card {source.card.name!r} is defined twice: in "
+                f"{seen[source.card.name].origin} and in {source.origin}; rename or remove one"
+            )
         seen[source.card.name] = source
     return sources
 
@@ -231,13 +243,18 @@ def check_plugin(card: Card) -> None:
     try:
         installed = metadata.version(requirement.distribution)
     except metadata.PackageNotFoundError:
-        raise ConfigError(f"card {card.name!r} needs the plugin {requirement.distribution}>={requirement.min_version}; "
-                          f"install it: pip install '{requirement.distribution}>={requirement.min_version}'") from None
+        raise ConfigError(
+            f"card {card.name!r} needs the plugin {requirement.distribution}>={requirement.min_version}; "
+            f"install it: pip install '{requirement.distribution}>={requirement.min_version}'"
+        ) from None
     if _version(installed, f"installed {requirement.distribution}") < _version(
-            requirement.min_version, f"card {card.name!r}: plugin.min_version"):
-        raise ConfigError(f"card {card.name!r} needs {requirement.distribution}>={requirement.min_version}, "
-                          f"{installed} is installed; upgrade it: pip install -U '{requirement.distribution}>="
-                          f"{requirement.min_version}'")
+        requirement.min_version, f"card {card.name!r}: plugin.min_version"
+    ):
+        raise ConfigError(
+            f"card {card.name!r} needs {requirement.distribution}>={requirement.min_version}, "
+            f"{installed} is installed; upgrade it: pip install -U '{requirement.distribution}>="
+            f"{requirement.min_version}'"
+        )
 
 
 def _version(text: str, what: str) -> Version:

@@ -127,13 +127,15 @@ def resolve_weights(ref: str, lock: Lock | None = None) -> Resolved:
     """
     ref = str(ref)
     if ref.startswith(CARD_PREFIX):
-        card = find_card(ref[len(CARD_PREFIX):])
+        card = find_card(ref[len(CARD_PREFIX) :])
     else:
         path = Path(ref).expanduser()
         card = _card_named(ref) if NAME_RE.match(ref) else None  # card names have no '/': a path otherwise
         if card is not None and path.is_dir():
-            raise ConfigError(f"weights {ref!r} names both the registry card {ref!r} and the folder {path.resolve()}; "
-                              f"write `card:{ref}` for the card or `./{ref}` for the folder")
+            raise ConfigError(
+                f"weights {ref!r} names both the registry card {ref!r} and the folder {path.resolve()}; "
+                f"write `card:{ref}` for the card or `./{ref}` for the folder"
+            )
         if card is None:
             return _local_model_dir(ref, path)
     check_plugin(card)
@@ -149,12 +151,16 @@ def _card_named(name: str) -> Card | None:
 
 def _local_model_dir(ref: str, path: Path) -> Resolved:
     if not path.is_dir():
-        raise DataError(f"weights {ref!r}: no such model directory, and not a registry card name; "
-                        "train the model first (zoo train) or check the path (zoo list --weights shows the cards)")
+        raise DataError(
+            f"weights {ref!r}: no such model directory, and not a registry card name; "
+            "train the model first (zoo train) or check the path (zoo list --weights shows the cards)"
+        )
     weights = path / WEIGHTS_NAME
     if not weights.is_file():
-        raise DataError(f"{weights} not found: {path} is not a saved model directory "
-                        f"(it needs {CONFIG_NAME} and {WEIGHTS_NAME}); check the path or train the model again")
+        raise DataError(
+            f"{weights} not found: {path} is not a saved model directory "
+            f"(it needs {CONFIG_NAME} and {WEIGHTS_NAME}); check the path or train the model again"
+        )
     return Resolved(ref, path, None, None, WEIGHTS_NAME, "", False)  # nothing to verify against
 
 
@@ -212,8 +218,9 @@ class Lock:
     """
 
     def __init__(self, entries: dict[str, LockEntry | dict] | None = None, path: Path | None = None):
-        self.entries: dict[str, LockEntry] = {name: LockEntry.model_validate(entry)
-                                              for name, entry in (entries or {}).items()}
+        self.entries: dict[str, LockEntry] = {
+            name: LockEntry.model_validate(entry) for name, entry in (entries or {}).items()
+        }
         self.path = path  # where it was read from, for messages
 
     @classmethod
@@ -223,14 +230,18 @@ class Lock:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError(f"lock file {path} not found; check the path, or drop `lock:` to pull what the cards "
-                              "name and write a new lock") from None
+            raise ConfigError(
+                f"lock file {path} not found; check the path, or drop `lock:` to pull what the cards "
+                "name and write a new lock"
+            ) from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: not a readable zoo.lock ({exc}); {redo}") from None
         version = data.get("version") if isinstance(data, dict) else None
         if version not in (1, LOCK_VERSION) or not isinstance(data.get("weights"), dict):
-            raise ConfigError(f"{path}: not a zoo.lock: expected {{\"version\": {LOCK_VERSION}, \"weights\": {{name: "
-                              "{repo_id, revision, filename, files: {file: sha256}}}}}; " + redo)
+            raise ConfigError(
+                f'{path}: not a zoo.lock: expected {{"version": {LOCK_VERSION}, "weights": {{name: '
+                "{repo_id, revision, filename, files: {file: sha256}}}}}; " + redo
+            )
         schema = _LockFile if version == LOCK_VERSION else _LockFileV1
         try:
             lock = schema.model_validate(data)
@@ -238,8 +249,15 @@ class Lock:
             problems = describe_validation_error(exc, "", schema)
             raise ConfigError(f"{path}: invalid zoo.lock; {redo}\n{problems}") from None
         if isinstance(lock, _LockFileV1):
-            return cls({name: LockEntry(repo_id=e.repo_id, revision=e.revision, filename=e.filename,
-                                        files={WEIGHTS_NAME: e.sha256}) for name, e in lock.weights.items()}, path)
+            return cls(
+                {
+                    name: LockEntry(
+                        repo_id=e.repo_id, revision=e.revision, filename=e.filename, files={WEIGHTS_NAME: e.sha256}
+                    )
+                    for name, e in lock.weights.items()
+                },
+                path,
+            )
         return cls(lock.weights, path)
 
     def save(self, path: PathLike) -> None:
@@ -251,8 +269,9 @@ class Lock:
     def add(self, resolved: Resolved) -> None:
         if resolved.repo_id is None:
             raise ValueError(f"{resolved.name!r} is a local model directory: only Hub weights go in a lock")
-        self.entries[resolved.name] = LockEntry(repo_id=resolved.repo_id, revision=resolved.revision,
-                                                filename=resolved.filename, files=resolved.files)
+        self.entries[resolved.name] = LockEntry(
+            repo_id=resolved.repo_id, revision=resolved.revision, filename=resolved.filename, files=resolved.files
+        )
 
 
 # --- downloading -------------------------------------------------------------------------------
@@ -260,8 +279,9 @@ class Lock:
 _warned_config_unpinned: set[tuple[str, str]] = set()  # (who pins, what): warned once per process
 
 
-def _fetch(card: Card, revision: str, local_dir: PathLike | None, pin: LockEntry | None = None,
-           pinned_by: Path | None = None) -> Resolved:
+def _fetch(
+    card: Card, revision: str, local_dir: PathLike | None, pin: LockEntry | None = None, pinned_by: Path | None = None
+) -> Resolved:
     hub = _Hub(pin.repo_id if pin else card.hub.repo_id, local_dir)
     filename = pin.filename if pin else card.hub.filename
     if not SHA1_RE.match(revision) and not hub.offline:
@@ -281,45 +301,54 @@ def _fetch(card: Card, revision: str, local_dir: PathLike | None, pin: LockEntry
     if card_vouches and card.hub.size and weights.stat().st_size != card.hub.size:
         size = weights.stat().st_size
         _remove_download(weights)
-        raise DataError(f"size mismatch for {where}/{filename}: expected {card.hub.size} bytes (card {card.name!r}), "
-                        f"found {size}; the file was removed from the cache and nothing was loaded; pull again, and "
-                        "if it persists the repository does not hold what the card names: tell the card's maintainers")
+        raise DataError(
+            f"size mismatch for {where}/{filename}: expected {card.hub.size} bytes (card {card.name!r}), "
+            f"found {size}; the file was removed from the cache and nothing was loaded; pull again, and "
+            "if it persists the repository does not hold what the card names: tell the card's maintainers"
+        )
     # The weights are checked before config.json is asked for: a bad download stops at the first file.
-    found = {WEIGHTS_NAME: _verified_sha256(hub, weights, expected.get(WEIGHTS_NAME), f"{where}/{filename}",
-                                            vouched_by, pin is not None)}
+    found = {
+        WEIGHTS_NAME: _verified_sha256(
+            hub, weights, expected.get(WEIGHTS_NAME), f"{where}/{filename}", vouched_by, pin is not None
+        )
+    }
     config_file = posixpath.join(posixpath.dirname(filename), CONFIG_NAME)
     config_path = hub.download(config_file, commit)
-    found[CONFIG_NAME] = _verified_sha256(hub, config_path, expected.get(CONFIG_NAME), f"{where}/{config_file}",
-                                          vouched_by, pin is not None)
+    found[CONFIG_NAME] = _verified_sha256(
+        hub, config_path, expected.get(CONFIG_NAME), f"{where}/{config_file}", vouched_by, pin is not None
+    )
 
     # Another revision than the card's is vouched for by the card's hashes when its bytes are the same.
     vouching = expected or card.hub.hashes()
     vouched = tuple(name for name, sha in found.items() if vouching.get(name) == sha)
     verified = len(vouched) == len(found)
     if not verified:
-        _warn_unverified(card, found, vouching, f"{where}/{filename}", f"{where}/{config_file}",
-                         pinned_by if pin else None)
+        _warn_unverified(
+            card, found, vouching, f"{where}/{filename}", f"{where}/{config_file}", pinned_by if pin else None
+        )
     _check_config_fits_card(card, config_path, f"{where}/{config_file}")
-    return Resolved(card.name, weights.parent, hub.repo_id, commit, filename, found[WEIGHTS_NAME], verified, found,
-                    vouched)
+    return Resolved(
+        card.name, weights.parent, hub.repo_id, commit, filename, found[WEIGHTS_NAME], verified, found, vouched
+    )
 
 
-def _verified_sha256(hub: _Hub, path: Path, expected: str | None, where: str, vouched_by: str,
-                     pinned: bool) -> str:
+def _verified_sha256(hub: _Hub, path: Path, expected: str | None, where: str, vouched_by: str, pinned: bool) -> str:
     """The file's sha256; a mismatch with ``expected`` removes the file from the cache and is an error."""
     found = hub.sha256(path)
     if expected and found != expected:
         _remove_download(path)
-        raise DataError(f"sha256 mismatch for {where}: expected {expected} ({vouched_by}), found {found}; "
-                        "the file was removed from the cache and nothing was loaded; pull again, and if it persists "
-                        "the repository does not hold what the "
-                        + ("lock pins: check the lock or write a new one" if pinned else
-                           "card names: tell the card's maintainers"))
+        raise DataError(
+            f"sha256 mismatch for {where}: expected {expected} ({vouched_by}), found {found}; "
+            "the file was removed from the cache and nothing was loaded; pull again, and if it persists "
+            "the repository does not hold what the "
+            + ("lock pins: check the lock or write a new one" if pinned else "card names: tell the card's maintainers")
+        )
     return found
 
 
-def _warn_unverified(card: Card, found: dict[str, str], vouching: dict[str, str], weights_at: str, config_at: str,
-                     pinned_by: Path | None) -> None:
+def _warn_unverified(
+    card: Card, found: dict[str, str], vouching: dict[str, str], weights_at: str, config_at: str, pinned_by: Path | None
+) -> None:
     """Say which files nothing vouched for, and their sha256 (a lock records them so later runs get these bytes)."""
     if set(vouching) == {WEIGHTS_NAME} and vouching[WEIGHTS_NAME] == found[WEIGHTS_NAME]:
         # an older card or lock: it pins the weights only; said once per card or lock and repository
@@ -327,21 +356,34 @@ def _warn_unverified(card: Card, found: dict[str, str], vouching: dict[str, str]
         if (who, config_at) in _warned_config_unpinned:
             return
         _warned_config_unpinned.add((who, config_at))
-        remedy = ("write a new lock with a run" if pinned_by else
-                  "ask its maintainers for a card with hub.files (zoo push prints one)")
-        warnings.warn(f"{who} pins only the weights' sha256, so {config_at} (the architecture and the class names) "
-                      f"is unverified; it has sha256 {found[CONFIG_NAME]}; {remedy}", UnverifiedWeightsWarning,
-                      stacklevel=4)
+        remedy = (
+            "write a new lock with a run"
+            if pinned_by
+            else "ask its maintainers for a card with hub.files (zoo push prints one)"
+        )
+        warnings.warn(
+            f"{who} pins only the weights' sha256, so {config_at} (the architecture and the class names) "
+            f"is unverified; it has sha256 {found[CONFIG_NAME]}; {remedy}",
+            UnverifiedWeightsWarning,
+            stacklevel=4,
+        )
         return
     if not vouching:
-        reason = (f"card {card.name!r} is marked verified: false (third-party weights), so {weights_at} and "
-                  f"{CONFIG_NAME} were not checked against published hashes")
+        reason = (
+            f"card {card.name!r} is marked verified: false (third-party weights), so {weights_at} and "
+            f"{CONFIG_NAME} were not checked against published hashes"
+        )
     else:
-        reason = (f"{weights_at} is not the file card {card.name!r} names ({card.hub.repo_id}@{card.hub.revision}/"
-                  f"{card.hub.filename}), so the card's hashes do not vouch for it")
+        reason = (
+            f"{weights_at} is not the file card {card.name!r} names ({card.hub.repo_id}@{card.hub.revision}/"
+            f"{card.hub.filename}), so the card's hashes do not vouch for it"
+        )
     shown = ", ".join(f"{name} has sha256 {sha}" for name, sha in found.items() if vouching.get(name) != sha)
-    warnings.warn(f"{reason}; {shown}: a zoo.lock records them so that later runs get these exact bytes",
-                  UnverifiedWeightsWarning, stacklevel=4)
+    warnings.warn(
+        f"{reason}; {shown}: a zoo.lock records them so that later runs get these exact bytes",
+        UnverifiedWeightsWarning,
+        stacklevel=4,
+    )
 
 
 def _check_config_fits_card(card: Card, config_path: Path, where: str) -> None:
@@ -359,8 +401,10 @@ def _check_config_fits_card(card: Card, config_path: Path, where: str) -> None:
     elif config.get("class_names") is not None and config["class_names"] != card.class_names:
         problem = f"names other classes than card {card.name!r} (or in another order)"
     if problem:
-        raise DataError(f"{where}: its {CONFIG_NAME} {problem}; the card does not belong to these files: tell the "
-                        "card's maintainers")
+        raise DataError(
+            f"{where}: its {CONFIG_NAME} {problem}; the card does not belong to these files: tell the "
+            "card's maintainers"
+        )
 
 
 class _Hub:
@@ -378,9 +422,18 @@ class _Hub:
         from huggingface_hub import hf_hub_download
 
         with self._errors(filename, revision, downloading=True):
-            return Path(hf_hub_download(self.repo_id, filename, revision=revision, endpoint=self.endpoint,
-                                        cache_dir=self.cache_dir, local_dir=self.local_dir, token=self.token,
-                                        local_files_only=self.offline))
+            return Path(
+                hf_hub_download(
+                    self.repo_id,
+                    filename,
+                    revision=revision,
+                    endpoint=self.endpoint,
+                    cache_dir=self.cache_dir,
+                    local_dir=self.local_dir,
+                    token=self.token,
+                    local_files_only=self.offline,
+                )
+            )
 
     def commit_of(self, filename: str, revision: str) -> str:
         """The commit a branch or tag points to now (one HEAD request)."""
@@ -413,8 +466,10 @@ class _Hub:
             if (seen["path"], seen["size"], seen["mtime_ns"]) == (str(real), stat.st_size, stat.st_mtime_ns):
                 return seen["sha256"]
         digest = file_sha256(real)
-        atomic_write_text(record, json.dumps({"path": str(real), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                                              "sha256": digest}))
+        atomic_write_text(
+            record,
+            json.dumps({"path": str(real), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}),
+        )
         return digest
 
     @contextlib.contextmanager
@@ -439,35 +494,49 @@ class _Hub:
         except LocalEntryNotFoundError as exc:
             cause = exc.__cause__
             if self.offline or isinstance(cause, OfflineModeIsEnabled):
-                raise DataError(f"HF_HUB_OFFLINE is set and {where} is not in the cache {cache}; "
-                                "unset HF_HUB_OFFLINE, or pull it once online") from None
+                raise DataError(
+                    f"HF_HUB_OFFLINE is set and {where} is not in the cache {cache}; "
+                    "unset HF_HUB_OFFLINE, or pull it once online"
+                ) from None
             if isinstance(cause, HfHubHTTPError) and cause.response is not None:
-                raise DataError(f"{self.endpoint} answered HTTP {cause.response.status_code} for {where} and the cache "
-                                f"has no copy; the revision may not exist, or the server failed: {check}, "
-                                "or retry later") from None
-            raise DataError(f"cannot reach {self.endpoint} to download {where}: {_reason(cause or exc)}; check "
-                            f"HF_ENDPOINT and the network, or set HF_HUB_OFFLINE=1 to use the cache {cache}") from None
+                raise DataError(
+                    f"{self.endpoint} answered HTTP {cause.response.status_code} for {where} and the cache "
+                    f"has no copy; the revision may not exist, or the server failed: {check}, "
+                    "or retry later"
+                ) from None
+            raise DataError(
+                f"cannot reach {self.endpoint} to download {where}: {_reason(cause or exc)}; check "
+                f"HF_ENDPOINT and the network, or set HF_HUB_OFFLINE=1 to use the cache {cache}"
+            ) from None
         except RevisionNotFoundError:
             raise DataError(f"{self.endpoint}: {repo} has no revision {revision!r}; {check}") from None
         except EntryNotFoundError:
             # Mirrors answer a missing repository at a commit id this way too.
-            raise DataError(f"{self.endpoint}: no file {filename!r} in {repo} at revision {revision}; "
-                            "check the card's hub.repo_id and hub.filename (was the file pushed?)") from None
+            raise DataError(
+                f"{self.endpoint}: no file {filename!r} in {repo} at revision {revision}; "
+                "check the card's hub.repo_id and hub.filename (was the file pushed?)"
+            ) from None
         except GatedRepoError:
             raise DataError(f"{self.endpoint}: {repo} is gated; accept its terms on the Hub and set HF_TOKEN") from None
         except RepositoryNotFoundError:
-            raise DataError(f"{self.endpoint} has no {repo} with a revision {revision!r} (or it is "
-                            f"private: set HF_TOKEN); {check}") from None
+            raise DataError(
+                f"{self.endpoint} has no {repo} with a revision {revision!r} (or it is private: set HF_TOKEN); {check}"
+            ) from None
         except HfHubHTTPError as exc:
             status = exc.response.status_code if exc.response is not None else "error"
-            raise DataError(f"{self.endpoint} answered HTTP {status} for {where}: {_reason(exc)}; {check}, "
-                            "or retry later") from None
+            raise DataError(
+                f"{self.endpoint} answered HTTP {status} for {where}: {_reason(exc)}; {check}, or retry later"
+            ) from None
         except transport_errors() as exc:
             if not downloading:
-                raise DataError(f"cannot reach {self.endpoint} to resolve {where}: {_reason(exc)}; check HF_ENDPOINT "
-                                "and the network, or pull a full commit id with HF_HUB_OFFLINE=1") from None
-            raise DataError(f"the download of {where} from {self.endpoint} failed or was cut short: {_reason(exc)}; "
-                            "nothing partial was kept; check the network and the disk space, and pull again") from None
+                raise DataError(
+                    f"cannot reach {self.endpoint} to resolve {where}: {_reason(exc)}; check HF_ENDPOINT "
+                    "and the network, or pull a full commit id with HF_HUB_OFFLINE=1"
+                ) from None
+            raise DataError(
+                f"the download of {where} from {self.endpoint} failed or was cut short: {_reason(exc)}; "
+                "nothing partial was kept; check the network and the disk space, and pull again"
+            ) from None
 
 
 def transport_errors() -> tuple[type[BaseException], ...]:

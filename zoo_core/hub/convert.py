@@ -46,9 +46,15 @@ def parse_renames(items: Iterable[str]) -> list[tuple[str, str]]:
     return renames
 
 
-def convert_checkpoint(checkpoint: Path, config_path: Path, out_dir: Path, key: str | None = None,
-                       strip_prefixes: Sequence[str] = (), renames: Sequence[tuple[str, str]] = (),
-                       dtype: str | None = None) -> Converted:
+def convert_checkpoint(
+    checkpoint: Path,
+    config_path: Path,
+    out_dir: Path,
+    key: str | None = None,
+    strip_prefixes: Sequence[str] = (),
+    renames: Sequence[tuple[str, str]] = (),
+    dtype: str | None = None,
+) -> Converted:
     """Convert ``checkpoint`` into the model directory ``out_dir``; see :mod:`zoo_core.hub.convert`.
 
     ``dtype`` (``fp32``, ``fp16``, ``bf16``) stores the floating tensors in that precision and
@@ -73,9 +79,11 @@ def convert_checkpoint(checkpoint: Path, config_path: Path, out_dir: Path, key: 
     except RuntimeError as exc:  # same names, other shapes
         raise DataError(f"{checkpoint}: weights do not fit the model in {config_path}: {_first_lines(exc)}") from None
     if missing or unexpected:
-        raise DataError(f"{checkpoint}: weight names do not match the model in {config_path}: "
-                        + "; ".join(filter(None, [_names("missing", missing), _names("unexpected", unexpected)]))
-                        + "; adapt them with --strip-prefix and --map OLD=NEW, or check --key and the config")
+        raise DataError(
+            f"{checkpoint}: weight names do not match the model in {config_path}: "
+            + "; ".join(filter(None, [_names("missing", missing), _names("unexpected", unexpected)]))
+            + "; adapt them with --strip-prefix and --map OLD=NEW, or check --key and the config"
+        )
     extra = {**extra, "converted_from": checkpoint.name}
     if dtype is not None:
         model = model.to(STORED_DTYPES[dtype])  # floating parameters and buffers; integer counters stay
@@ -100,8 +108,9 @@ def read_model_spec(path: Path) -> tuple[ModelSpec, dict[str, Any]]:
     elif isinstance(data.get("model"), dict):
         data = data["model"]
     if not isinstance(data, dict) or "backbone" not in data or "heads" not in data:
-        raise ConfigError(f"{path}: no model found: expected num_classes, backbone and heads "
-                          "(at the top level or under `model:`)")
+        raise ConfigError(
+            f"{path}: no model found: expected num_classes, backbone and heads (at the top level or under `model:`)"
+        )
     try:
         return ModelSpec.parse(data), extra  # num_classes defaults to 124 (VSPW), as in a pipeline
     except ConfigError as exc:
@@ -118,8 +127,10 @@ def _read_checkpoint(path: Path) -> Any:
         except (SafetensorError, OSError) as exc:
             raise DataError(f"{path} is not a readable safetensors file ({exc}); download it again") from None
     if not _looks_like_torch_save(path):
-        raise DataError(f"{path} is not a PyTorch checkpoint (neither the zip archive nor the pickle that torch.save "
-                        "writes); give a .pth/.pt/.bin file saved with torch.save, or a .safetensors file")
+        raise DataError(
+            f"{path} is not a PyTorch checkpoint (neither the zip archive nor the pickle that torch.save "
+            "writes); give a .pth/.pt/.bin file saved with torch.save, or a .safetensors file"
+        )
     try:
         with warnings.catch_warnings():  # damaged bytes look like another pickle protocol: torch says so
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -128,15 +139,21 @@ def _read_checkpoint(path: Path) -> Any:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
         if not found:
             detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))  # not torch's advice to unpickle
-            raise DataError(f"{path} is not a readable PyTorch checkpoint "
-                            f"({detail.group(1) if detail else _first_lines(exc, 1)}); download it again") from None
-        raise DataError(f"{path} needs full unpickling to load (it contains {found.group(1)}), which can run "
-                        "arbitrary code; the zoo reads checkpoints with torch.load(weights_only=True) only. If you "
-                        "trust its source, open it there with full unpickling, save only its state dict of tensors "
-                        "(torch.save or safetensors) and convert that file") from None
+            raise DataError(
+                f"{path} is not a readable PyTorch checkpoint "
+                f"({detail.group(1) if detail else _first_lines(exc, 1)}); download it again"
+            ) from None
+        raise DataError(
+            f"{path} needs full unpickling to load (it contains {found.group(1)}), which can run "
+            "arbitrary code; the zoo reads checkpoints with torch.load(weights_only=True) only. If you "
+            "trust its source, open it there with full unpickling, save only its state dict of tensors "
+            "(torch.save or safetensors) and convert that file"
+        ) from None
     except Exception as exc:  # a damaged file fails anywhere inside the unpickler: KeyError, EOFError, ...
-        raise DataError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: "
-                        f"{_first_lines(exc, 1)}); download it again") from None
+        raise DataError(
+            f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: "
+            f"{_first_lines(exc, 1)}); download it again"
+        ) from None
 
 
 def _looks_like_torch_save(path: Path) -> bool:
@@ -163,12 +180,15 @@ def _select_state(data: Any, path: Path, key: str | None) -> tuple[dict[str, tor
         raise DataError(f"{path}: {where} is not a mapping of weight names to tensors; name the right one with --key")
     not_names = [name for name in data if not isinstance(name, str)]
     if not_names:
-        raise DataError(f"{path}: {where} has keys that are not weight names ({', '.join(map(repr, not_names[:5]))}); "
-                        "name the weights' key with --key")
+        raise DataError(
+            f"{path}: {where} has keys that are not weight names ({', '.join(map(repr, not_names[:5]))}); "
+            "name the weights' key with --key"
+        )
     not_tensors = [name for name, value in data.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
-        raise DataError(f"{path}: {where} holds non-tensor entries ({', '.join(not_tensors[:5])}); "
-                        "name the weights' key with --key")
+        raise DataError(
+            f"{path}: {where} holds non-tensor entries ({', '.join(not_tensors[:5])}); name the weights' key with --key"
+        )
     return data, used
 
 
@@ -179,23 +199,28 @@ def _check_tensors(state: dict[str, torch.Tensor], expected: dict[str, torch.Ten
         if target is None or not target.is_floating_point():
             continue
         if not tensor.is_floating_point():
-            raise DataError(f"{path}: weight {name!r} is {str(tensor.dtype).removeprefix('torch.')}, but the model's "
-                            f"parameter is {str(target.dtype).removeprefix('torch.')}; these are not the model's "
-                            "weights (a quantised copy?): convert the original floating-point checkpoint")
+            raise DataError(
+                f"{path}: weight {name!r} is {str(tensor.dtype).removeprefix('torch.')}, but the model's "
+                f"parameter is {str(target.dtype).removeprefix('torch.')}; these are not the model's "
+                "weights (a quantised copy?): convert the original floating-point checkpoint"
+            )
         if not bool(torch.isfinite(tensor).all()):
-            raise DataError(f"{path}: weight {name!r} holds NaN or infinite values; convert a checkpoint from "
-                            "before the training diverged")
+            raise DataError(
+                f"{path}: weight {name!r} holds NaN or infinite values; convert a checkpoint from "
+                "before the training diverged"
+            )
 
 
-def rename_keys(state: dict[str, torch.Tensor], strip_prefixes: Sequence[str] = (),
-                renames: Sequence[tuple[str, str]] = ()) -> dict[str, torch.Tensor]:
+def rename_keys(
+    state: dict[str, torch.Tensor], strip_prefixes: Sequence[str] = (), renames: Sequence[tuple[str, str]] = ()
+) -> dict[str, torch.Tensor]:
     """Strip the first matching prefix, then apply each ``(old, new)`` prefix rename in order."""
     renamed: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
-        new = next((name[len(p):] for p in strip_prefixes if name.startswith(p)), name)
+        new = next((name[len(p) :] for p in strip_prefixes if name.startswith(p)), name)
         for old, replacement in renames:
             if new.startswith(old):
-                new = replacement + new[len(old):]
+                new = replacement + new[len(old) :]
         if new in renamed:
             raise ConfigError(f"two weights become {new!r} after renaming; make --strip-prefix/--map more specific")
         renamed[new] = tensor

@@ -64,9 +64,14 @@ class Predictor:
 def _checked(probs: object, images: torch.Tensor, label: str) -> torch.Tensor:
     """``probs`` if it is ``(N, C, H, W)`` at the images' batch and size, else a :class:`ComponentError`."""
     n, _, height, width = images.shape
-    if not (isinstance(probs, torch.Tensor) and probs.ndim == 4 and probs.shape[0] == n
-            and tuple(probs.shape[-2:]) == (height, width)):
+    if not (
+        isinstance(probs, torch.Tensor)
+        and probs.ndim == 4
+        and probs.shape[0] == n
+        and tuple(probs.shape[-2:]) == (height, width)
+    ):
         got = f"shape {tuple(probs.shape)}" if isinstance(probs, torch.Tensor) else f"a {type(probs).__name__}"
-        raise ComponentError(label, f"returned {got}; expected class probabilities of shape "
-                                    f"({n}, C, {height}, {width})")
+        raise ComponentError(
+            label, f"returned {got}; expected class probabilities of shape ({n}, C, {height}, {width})"
+        )
     return probs

@@ -25,15 +25,29 @@ def pipeline_command(name: str, default_out: str, out_help: str, options: tuple 
         @click.command(name, help=body.__doc__)
         @click.argument("pipeline_path", metavar="PIPELINE", type=click.Path(dir_okay=False))
         @click.option("--out", type=click.Path(file_okay=False), default=default_out, show_default=True, help=out_help)
-        @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
-                      help="Override a pipeline value (YAML syntax), e.g. --set train.max_iters=50.")
+        @click.option(
+            "--set",
+            "overrides",
+            multiple=True,
+            metavar="KEY.PATH=VALUE",
+            help="Override a pipeline value (YAML syntax), e.g. --set train.max_iters=50.",
+        )
         @click.option("--device", help="cpu, cuda or cuda:N (overrides runtime.device).")
-        @click.option("--amp", type=click.Choice(["auto", "none", "bf16", "fp16"]),
-                      help="Autocast precision (overrides runtime.amp, default auto: bf16 where the device "
-                           "computes it natively, else fp32).")
+        @click.option(
+            "--amp",
+            type=click.Choice(["auto", "none", "bf16", "fp16"]),
+            help="Autocast precision (overrides runtime.amp, default auto: bf16 where the device "
+            "computes it natively, else fp32).",
+        )
         @with_options
-        def command(pipeline_path: str, out: str, overrides: tuple[str, ...], device: str | None,
-                    amp: str | None, **extra_options) -> None:
+        def command(
+            pipeline_path: str,
+            out: str,
+            overrides: tuple[str, ...],
+            device: str | None,
+            amp: str | None,
+            **extra_options,
+        ) -> None:
             extra = list(overrides)
             if device:
                 extra.append(f"runtime.device={device}")

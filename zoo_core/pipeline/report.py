@@ -24,14 +24,27 @@ def metrics_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(report_dir: Path, metrics: dict, confusion: np.ndarray, class_names: Sequence[str],
-                 overlays: Sequence[tuple[str, np.ndarray]]) -> None:
+def write_report(
+    report_dir: Path,
+    metrics: dict,
+    confusion: np.ndarray,
+    class_names: Sequence[str],
+    overlays: Sequence[tuple[str, np.ndarray]],
+) -> None:
     report_dir = Path(report_dir)
     (report_dir / "overlays").mkdir(parents=True, exist_ok=True)
     per_class = sorted(((v, k) for k, v in metrics["per_class_iou"].items() if v is not None), reverse=True)
     absent = [k for k, v in metrics["per_class_iou"].items() if v is None]
-    text = ["# Results", "", metrics_table(metrics), "", "## Per-class IoU (classes present in the ground truth)", "",
-            "| class | IoU (%) |", "|---|---|"]
+    text = [
+        "# Results",
+        "",
+        metrics_table(metrics),
+        "",
+        "## Per-class IoU (classes present in the ground truth)",
+        "",
+        "| class | IoU (%) |",
+        "|---|---|",
+    ]
     text += [f"| {name} | {_pct(value)} |" for value, name in per_class]
     text += ["", f"{len(absent)} classes are absent from the ground truth and excluded from the mean."]
     atomic_write_text(report_dir / "summary.md", "\n".join(text) + "\n")

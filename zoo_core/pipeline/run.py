@@ -73,8 +73,9 @@ def prepare_models(pipeline: Pipeline, dataset: VSPWDataset) -> tuple[list[Prepa
     of classes and the lock of the weights that came from registry cards (repo, revision, sha256).
     """
     if not pipeline.models:
-        raise ConfigError("models: the pipeline names no trained model to run; "
-                          "add `models: [{name: ..., weights: DIR}]`")
+        raise ConfigError(
+            "models: the pipeline names no trained model to run; add `models: [{name: ..., weights: DIR}]`"
+        )
     pinned = Lock.load(pipeline.lock) if pipeline.lock else None
     used = Lock()
     prepared, class_names, num_classes = [], None, None
@@ -86,8 +87,10 @@ def prepare_models(pipeline: Pipeline, dataset: VSPWDataset) -> tuple[list[Prepa
         model_spec = ModelSpec.parse(config["model"], f"{resolved.path / CONFIG_NAME}: model")
         names, n = config.get("class_names"), model_spec.num_classes
         if num_classes is not None and (n != num_classes or names != class_names):
-            raise ConfigError(f"models[{i}] ({spec.name}): predicts {n} classes, unlike models[0] ({num_classes}); "
-                              "an ensemble needs models trained on the same label set")
+            raise ConfigError(
+                f"models[{i}] ({spec.name}): predicts {n} classes, unlike models[0] ({num_classes}); "
+                "an ensemble needs models trained on the same label set"
+            )
         num_classes, class_names = n, names
         prepared.append(PreparedModel(spec, resolved.path, config, describe_model(spec.name, model_spec)))
     return prepared, list(class_names or dataset.class_names), num_classes, used
@@ -133,11 +136,15 @@ def read_stamp(out: Path) -> dict | None:
     try:
         stamp = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"{path} is unreadable ({exc}); it is not the record of a `zoo run`: "
-                          f"choose another --out, or delete {out} to start over") from None
+        raise ConfigError(
+            f"{path} is unreadable ({exc}); it is not the record of a `zoo run`: "
+            f"choose another --out, or delete {out} to start over"
+        ) from None
     if not isinstance(stamp, dict) or not isinstance(stamp.get("fingerprint"), str):
-        raise ConfigError(f"{path} is not the record of a `zoo run` (expected an object with a 'fingerprint'); "
-                          f"choose another --out, or delete {out} to start over")
+        raise ConfigError(
+            f"{path} is not the record of a `zoo run` (expected an object with a 'fingerprint'); "
+            f"choose another --out, or delete {out} to start over"
+        )
     return stamp
 
 
@@ -177,8 +184,11 @@ def _file_hashes(contents: Any) -> dict[str, dict[str, str]]:
     """``{model: {file: sha256}}`` of a :func:`model_contents` record (empty for a record an older run lacks)."""
     if not isinstance(contents, dict):
         return {}
-    return {model: {name: f.get("sha256") for name, f in entry["files"].items() if isinstance(f, dict)}
-            for model, entry in contents.items() if isinstance(entry, dict) and isinstance(entry.get("files"), dict)}
+    return {
+        model: {name: f.get("sha256") for name, f in entry["files"].items() if isinstance(f, dict)}
+        for model, entry in contents.items()
+        if isinstance(entry, dict) and isinstance(entry.get("files"), dict)
+    }
 
 
 def finished_videos(out: Path) -> list[str]:
@@ -187,8 +197,14 @@ def finished_videos(out: Path) -> list[str]:
     return sorted(p.stem for p in state.glob("*") if p.suffix in (".npz", ".done")) if state.is_dir() else []
 
 
-def _claim_output(out: Path, pipeline: Pipeline, stamp: dict | None, contents: dict[str, dict], record: dict,
-                  log: Callable[[str], None]) -> None:
+def _claim_output(
+    out: Path,
+    pipeline: Pipeline,
+    stamp: dict | None,
+    contents: dict[str, dict],
+    record: dict,
+    log: Callable[[str], None],
+) -> None:
     """Make ``out`` this run's: resume the same run, start over where nothing finished, refuse to mix results.
 
     A run is the same when the pipeline's fingerprint and the sha256 of every model file match.
@@ -204,14 +220,26 @@ def _claim_output(out: Path, pipeline: Pipeline, stamp: dict | None, contents: d
         finished = finished_videos(out)
         reason = _difference(stamp, pipeline, contents)
         if finished:
-            raise ConfigError(f"{out} holds {len(finished)} finished video(s) of {reason}; results must not mix: "
-                              f"choose another --out, or delete {out} to start over")
+            raise ConfigError(
+                f"{out} holds {len(finished)} finished video(s) of {reason}; results must not mix: "
+                f"choose another --out, or delete {out} to start over"
+            )
         log(f"{out}: no video of the earlier run had finished; starting over for this pipeline")
         _clear_unfinished(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / STAMP_NAME, json.dumps({
-        "fingerprint": fingerprint, "pipeline_fingerprint": pipeline.fingerprint(),
-        "pipeline": pipeline.model_dump(mode="json"), "models": contents, "provenance": record}, indent=2))
+    atomic_write_text(
+        out / STAMP_NAME,
+        json.dumps(
+            {
+                "fingerprint": fingerprint,
+                "pipeline_fingerprint": pipeline.fingerprint(),
+                "pipeline": pipeline.model_dump(mode="json"),
+                "models": contents,
+                "provenance": record,
+            },
+            indent=2,
+        ),
+    )
     atomic_write_text(out / "pipeline.yaml", yaml.safe_dump(pipeline.model_dump(mode="json"), sort_keys=False))
 
 
@@ -227,8 +255,10 @@ def _difference(stamp: dict, pipeline: Pipeline, contents: dict[str, dict]) -> s
             old = before.get(model, {}).get(name)
             if old != sha256:
                 was = f"sha256 {old[:12]}..." if isinstance(old, str) else "not recorded"
-                changes.append(f"model {model!r}: {contents[model]['path']}/{name} has changed ({was} then, "
-                               f"sha256 {sha256[:12]}... now)")
+                changes.append(
+                    f"model {model!r}: {contents[model]['path']}/{name} has changed ({was} then, "
+                    f"sha256 {sha256[:12]}... now)"
+                )
     return "the same pipeline with other weights: " + "; ".join(changes)
 
 
@@ -247,8 +277,10 @@ def _warn_version_changes(out: Path, before: Any, now: dict, log: Callable[[str]
     old, new = versions(before), versions(now)
     changed = [f"{what}: {old[what]} then, {new[what]} now" for what in new if what in old and old[what] != new[what]]
     if changed:
-        log(f"warning: {out} was started with other versions ({'; '.join(changed)}); its finished videos keep "
-            "their predictions: delete it to predict everything with the installed versions")
+        log(
+            f"warning: {out} was started with other versions ({'; '.join(changed)}); its finished videos keep "
+            "their predictions: delete it to predict everything with the installed versions"
+        )
 
 
 def _clear_unfinished(out: Path) -> None:
@@ -275,8 +307,12 @@ def run_pipeline(pipeline: Pipeline, out: Path, log=print) -> dict:
     dataset = VSPWDataset(pipeline.data.root, pipeline.data.split)
     videos = _select_videos(dataset, pipeline)
     models, class_names, num_classes, lock = prepare_models(pipeline, dataset)
-    context = BindContext(model_names=tuple(m.spec.name for m in models), class_names=tuple(class_names),
-                          num_classes=num_classes, device=device)
+    context = BindContext(
+        model_names=tuple(m.spec.name for m in models),
+        class_names=tuple(class_names),
+        num_classes=num_classes,
+        device=device,
+    )
     ttas, (ensembler, ensembler_label) = build_components(pipeline, context)
     record = run_provenance(pipeline, models)
     stamp = read_stamp(out)
@@ -288,8 +324,7 @@ def run_pipeline(pipeline: Pipeline, out: Path, log=print) -> dict:
     runners = []
     for model, (tta, tta_label) in zip(models, ttas):
         network, _ = load_model_dir(model.path, device=device)
-        runners.append(ModelRunner(model.spec.name, network.eval(), tta, device, amp,
-                                   model.label, tta_label))
+        runners.append(ModelRunner(model.spec.name, network.eval(), tta, device, amp, model.label, tta_label))
     predictor = Predictor(runners, ensembler, ensembler_label)
 
     evaluator = StreamingEvaluator(num_classes, tuple(pipeline.eval.windows)) if pipeline.eval.enabled else None
@@ -297,8 +332,12 @@ def run_pipeline(pipeline: Pipeline, out: Path, log=print) -> dict:
     overlays: list[tuple[str, object]] = []
     started, frames_done, skipped = time.perf_counter(), 0, 0
     # Counted in frames, so a long video shows progress too; listing frames reads no image.
-    bar = tqdm(total=sum(len(dataset.frames(v)) for v in videos), desc="zoo run", unit="frame",
-               disable=not pipeline.runtime.progress)
+    bar = tqdm(
+        total=sum(len(dataset.frames(v)) for v in videos),
+        desc="zoo run",
+        unit="frame",
+        disable=not pipeline.runtime.progress,
+    )
     try:
         for done, video in enumerate(videos):
             # a video is finished once its marker exists: its statistics, or an empty file without evaluation
@@ -353,8 +392,9 @@ def _select_videos(dataset: VSPWDataset, pipeline: Pipeline) -> list[str]:
     if pipeline.data.videos:
         unknown = [v for v in pipeline.data.videos if v not in set(videos)]
         if unknown:
-            raise ConfigError(f"data.videos: {', '.join(unknown)} not in split {pipeline.data.split!r} "
-                              f"of {dataset.root}")
+            raise ConfigError(
+                f"data.videos: {', '.join(unknown)} not in split {pipeline.data.split!r} of {dataset.root}"
+            )
         videos = list(pipeline.data.videos)
     if pipeline.data.max_videos:
         videos = videos[: pipeline.data.max_videos]

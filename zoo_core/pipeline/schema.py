@@ -99,8 +99,10 @@ class SWASpec(Strict):
     @model_validator(mode="after")
     def _whole_cycles(self) -> SWASpec:
         if self.iters % self.every:
-            raise ValueError(f"swa.iters ({self.iters}) must be a multiple of swa.every ({self.every}): "
-                             "every cycle ends with a checkpoint that is averaged")
+            raise ValueError(
+                f"swa.iters ({self.iters}) must be a multiple of swa.every ({self.every}): "
+                "every cycle ends with a checkpoint that is averaged"
+            )
         return self
 
 
@@ -165,8 +167,10 @@ def load_pipeline(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
     except OSError as exc:
         raise ConfigError(f"cannot read pipeline {path}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
-                          "save the pipeline as UTF-8") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save the pipeline as UTF-8"
+        ) from None
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -203,7 +207,9 @@ def apply_overrides(raw: dict, overrides: tuple[str, ...] | list[str]) -> dict:
             last = depth == len(parts) - 1
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"--set {key}: {'.'.join(parts[:depth])} has {len(node)} items; {part!r} is not an index")
+                    raise ConfigError(
+                        f"--set {key}: {'.'.join(parts[:depth])} has {len(node)} items; {part!r} is not an index"
+                    )
                 part = int(part)
             elif not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: {'.'.join(parts[:depth])} is not a mapping")
@@ -249,4 +255,6 @@ def check_components(pipeline: Pipeline, source: str) -> None:
     names = [m.name for m in pipeline.models]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
-        raise ConfigError(f"{source}: models: the names {', '.join(duplicated)} are used twice; give each model its own name")
+        raise ConfigError(
+            f"{source}: models: the names {', '.join(duplicated)} are used twice; give each model its own name"
+        )

@@ -30,5 +30,7 @@ def expand_recipe(train: dict[str, Any]) -> dict[str, Any]:
     if name is None:
         return train
     if not isinstance(name, str):
-        raise ConfigError(f"train.recipe must be a recipe name, got {name!r}; the recipes are: {', '.join(recipe_names())}")
+        raise ConfigError(
+            f"train.recipe must be a recipe name, got {name!r}; the recipes are: {', '.join(recipe_names())}"
+        )
     return {**load_recipe(name), **train}

@@ -13,22 +13,32 @@ from .presets import OUT_INDICES, get_preset
 
 def check_depths(depths: Any, where: str = "backbone 'swin' depths") -> tuple[int, ...]:
     """``depths`` as a tuple of four positive ints, or a :class:`ConfigError` naming ``where``."""
-    if (not isinstance(depths, (list, tuple)) or len(depths) != 4
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in depths)):
-        raise ConfigError(f"{where} must be four positive integers (one per Swin stage), e.g. [2, 2, 18, 2]; "
-                          f"got {depths!r}")
+    if (
+        not isinstance(depths, (list, tuple))
+        or len(depths) != 4
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in depths)
+    ):
+        raise ConfigError(
+            f"{where} must be four positive integers (one per Swin stage), e.g. [2, 2, 18, 2]; got {depths!r}"
+        )
     return tuple(depths)
 
 
-def backbone_args(preset: str = "swin-l", depths: Sequence[int] | None = None,
-                  window_size: int | None = None, drop_path_rate: float | None = None,
-                  img_size: int | Sequence[int] | None = None) -> dict[str, Any]:
+def backbone_args(
+    preset: str = "swin-l",
+    depths: Sequence[int] | None = None,
+    window_size: int | None = None,
+    drop_path_rate: float | None = None,
+    img_size: int | Sequence[int] | None = None,
+) -> dict[str, Any]:
     """The ``timm.create_model`` arguments of ``preset`` with the given overrides (``model_name`` included)."""
     spec = get_preset(preset)
     args: dict[str, Any] = {
-        "model_name": spec.model_name, "embed_dim": spec.embed_dim,
+        "model_name": spec.model_name,
+        "embed_dim": spec.embed_dim,
         "depths": spec.depths if depths is None else check_depths(depths),
-        "num_heads": spec.num_heads, "window_size": spec.window_size,
+        "num_heads": spec.num_heads,
+        "window_size": spec.window_size,
         "drop_path_rate": spec.drop_path_rate if drop_path_rate is None else drop_path_rate,
         # mmsegmentation's Swin: every other block shifts its windows, even where a map is smaller than one
         # window; timm would otherwise drop the shift where the map at the *configured* img_size fits a window.
@@ -55,19 +65,27 @@ class SwinBackbone(TimmBackbone):
     ``pretrained_cfg_overlay: {file: path/to/model.safetensors}``.
     """
 
-    def __init__(self, preset: str = "swin-l", pretrained: bool = False, depths: Sequence[int] | None = None,
-                 window_size: int | None = None, drop_path_rate: float | None = None,
-                 img_size: int | Sequence[int] | None = None,
-                 pretrained_cfg_overlay: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        preset: str = "swin-l",
+        pretrained: bool = False,
+        depths: Sequence[int] | None = None,
+        window_size: int | None = None,
+        drop_path_rate: float | None = None,
+        img_size: int | Sequence[int] | None = None,
+        pretrained_cfg_overlay: dict[str, Any] | None = None,
+    ):
         args = backbone_args(preset, depths, window_size, drop_path_rate, img_size)
         spec = get_preset(preset)
-        if pretrained and not (spec.pretrainable and args["depths"] == spec.depths
-                               and args["window_size"] == spec.window_size):
+        if pretrained and not (
+            spec.pretrainable and args["depths"] == spec.depths and args["window_size"] == spec.window_size
+        ):
             raise ConfigError(
                 f"backbone 'swin': ImageNet weights exist for swin-l's own architecture only (depths "
                 f"{list(get_preset('swin-l').depths)}, window 12), not for preset {preset!r} with depths "
                 f"{list(args['depths'])}, window {args['window_size']}; train swin-l with pretrained: true, "
-                "then add the blocks with `zoo deepen` as the report does")
+                "then add the blocks with `zoo deepen` as the report does"
+            )
         if pretrained_cfg_overlay is not None:
             args["pretrained_cfg_overlay"] = dict(pretrained_cfg_overlay)
         model_name = args.pop("model_name")

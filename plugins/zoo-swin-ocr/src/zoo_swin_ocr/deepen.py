@@ -40,12 +40,16 @@ def check_deepening(old_depths: Sequence[int], new_depths: Sequence[int]) -> Non
     old, new = tuple(old_depths), check_depths(list(new_depths), "--depths")
     for stage, (a, b) in enumerate(zip(old, new)):
         if b < a:
-            raise ConfigError(f"--depths {_fmt(new)}: stage {stage} would shrink from {a} to {b} blocks; "
-                              f"deepening only adds blocks (the model has {_fmt(old)})")
+            raise ConfigError(
+                f"--depths {_fmt(new)}: stage {stage} would shrink from {a} to {b} blocks; "
+                f"deepening only adds blocks (the model has {_fmt(old)})"
+            )
         if (b - a) % 2:
-            raise ConfigError(f"--depths {_fmt(new)}: stage {stage} goes from {a} to {b} blocks; add an even number "
-                              "so shifted and plain windows keep alternating to the stage's end "
-                              f"(the model has {_fmt(old)})")
+            raise ConfigError(
+                f"--depths {_fmt(new)}: stage {stage} goes from {a} to {b} blocks; add an even number "
+                "so shifted and plain windows keep alternating to the stage's end "
+                f"(the model has {_fmt(old)})"
+            )
     if old == new:
         raise ConfigError(f"--depths {_fmt(new)} are the model's depths already; nothing to add")
 
@@ -60,23 +64,26 @@ def new_blocks(old_depths: Sequence[int], new_depths: Sequence[int]) -> list[tup
     return added
 
 
-def deepen_state_dict(state: Mapping[str, torch.Tensor], old_depths: Sequence[int],
-                      new_depths: Sequence[int]) -> dict[str, torch.Tensor]:
+def deepen_state_dict(
+    state: Mapping[str, torch.Tensor], old_depths: Sequence[int], new_depths: Sequence[int]
+) -> dict[str, torch.Tensor]:
     """The deepened model's weights: every old tensor under its own name, plus the new blocks (see the module doc)."""
     check_deepening(old_depths, new_depths)
     for stage, depth in enumerate(old_depths):
         has_last = any(k.startswith(BLOCK_PREFIX.format(stage=stage, block=depth - 1)) for k in state)
         has_extra = any(k.startswith(BLOCK_PREFIX.format(stage=stage, block=depth)) for k in state)
         if not has_last or has_extra:
-            raise DataError(f"the weights do not hold a swin backbone of depths {_fmt(old_depths)}: stage {stage} "
-                            f"should have blocks 0..{depth - 1} under {BLOCK_PREFIX.format(stage=stage, block='N')}")
+            raise DataError(
+                f"the weights do not hold a swin backbone of depths {_fmt(old_depths)}: stage {stage} "
+                f"should have blocks 0..{depth - 1} under {BLOCK_PREFIX.format(stage=stage, block='N')}"
+            )
     out = {name: tensor.clone() for name, tensor in state.items()}
     for stage, block, source in new_blocks(old_depths, new_depths):
         src = BLOCK_PREFIX.format(stage=stage, block=source)
         dst = BLOCK_PREFIX.format(stage=stage, block=block)
         for name, tensor in state.items():
             if name.startswith(src):
-                suffix = name[len(src):]
+                suffix = name[len(src) :]
                 out[dst + suffix] = torch.zeros_like(tensor) if suffix in ZEROED else tensor.clone()
     return out
 
@@ -109,9 +116,11 @@ def deepen_model_dir(model_dir: Path, new_depths: Sequence[int], out_dir: Path) 
         raise DataError(f"{model_dir / CONFIG_NAME}: model.backbone has no type; it is not a zoo model config")
     entry = find_component("backbone", backbone["type"])
     if (entry.distribution, entry.name) != ("zoo-swin-ocr", "swin"):
-        raise ConfigError(f"{model_dir / CONFIG_NAME}: the backbone is {backbone['type']!r} "
-                          f"(from {entry.distribution}); zoo deepen adds blocks to the 'swin' backbone of "
-                          "zoo-swin-ocr only")
+        raise ConfigError(
+            f"{model_dir / CONFIG_NAME}: the backbone is {backbone['type']!r} "
+            f"(from {entry.distribution}); zoo deepen adds blocks to the 'swin' backbone of "
+            "zoo-swin-ocr only"
+        )
     if (out_dir / CONFIG_NAME).exists():
         raise ConfigError(f"{out_dir} already holds a model ({CONFIG_NAME}); choose another -o or delete it")
     old_args = dict(backbone.get("args") or {})
@@ -131,8 +140,10 @@ def deepen_model_dir(model_dir: Path, new_depths: Sequence[int], out_dir: Path) 
     new_model = build_segmentor(new_config)
     missing, unexpected = new_model.load_state_dict(new_state, strict=False)
     if missing or unexpected:  # the backbone's key layout changed under us: never write a half-loaded model
-        raise DataError(f"deepened weights do not fit the deepened model: missing {sorted(missing)[:5]}, "
-                        f"unexpected {sorted(unexpected)[:5]}")
+        raise DataError(
+            f"deepened weights do not fit the deepened model: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
     extra = {k: v for k, v in config.items() if k not in RESERVED_KEYS}
     extra["deepened_from"] = {"depths": list(old_depths)}
     save_model_dir(new_model.eval(), new_config, out_dir, extra=extra)

@@ -38,7 +38,7 @@ class SwinPreset:
     @property
     def channels(self) -> list[int]:
         """Channels of the backbone's outputs (strides 8, 16, 32): the embed dim doubles per stage."""
-        return [self.embed_dim * 2 ** i for i in OUT_INDICES]
+        return [self.embed_dim * 2**i for i in OUT_INDICES]
 
     @property
     def concat_channels(self) -> int:
@@ -46,22 +46,44 @@ class SwinPreset:
         return sum(self.channels)
 
 
-_SWIN_L = {"model_name": "swin_large_patch4_window12_384", "embed_dim": 192, "num_heads": (6, 12, 24, 48),
-           "window_size": 12, "ocr_pixel_channels": 1024, "ocr_mid_channels": 512,
-           "drop_path_rate": 0.3}  # mmsegmentation's Swin-B/L segmentation configs; the report does not give it
+_SWIN_L = {
+    "model_name": "swin_large_patch4_window12_384",
+    "embed_dim": 192,
+    "num_heads": (6, 12, 24, 48),
+    "window_size": 12,
+    "ocr_pixel_channels": 1024,
+    "ocr_mid_channels": 512,
+    "drop_path_rate": 0.3,
+}  # mmsegmentation's Swin-B/L segmentation configs; the report does not give it
 # A stand-in with the same structure for tests and smoke runs: 64x96 frames in well under a second.
-_SWIN_MINI = {"model_name": "swin_tiny_patch4_window7_224", "embed_dim": 32, "num_heads": (1, 2, 4, 8),
-              "window_size": 4, "ocr_pixel_channels": 64, "ocr_mid_channels": 32, "drop_path_rate": 0.0,
-              "pretrainable": False}
+_SWIN_MINI = {
+    "model_name": "swin_tiny_patch4_window7_224",
+    "embed_dim": 32,
+    "num_heads": (1, 2, 4, 8),
+    "window_size": 4,
+    "ocr_pixel_channels": 64,
+    "ocr_mid_channels": 32,
+    "drop_path_rate": 0.0,
+    "pretrainable": False,
+}
 
 PRESETS: dict[str, SwinPreset] = {
-    "swin-l": SwinPreset(**_SWIN_L, depths=(2, 2, 18, 2), pretrainable=True,
-                         summary="Swin-L, the report's first model (ImageNet-22k weights available)"),
-    "swin-l-deep": SwinPreset(**_SWIN_L, depths=(4, 6, 20, 4), pretrainable=False,
-                              summary="Swin-L deepened to (4,6,20,4) as in the report's part 2 (zoo deepen)"),
+    "swin-l": SwinPreset(
+        **_SWIN_L,
+        depths=(2, 2, 18, 2),
+        pretrainable=True,
+        summary="Swin-L, the report's first model (ImageNet-22k weights available)",
+    ),
+    "swin-l-deep": SwinPreset(
+        **_SWIN_L,
+        depths=(4, 6, 20, 4),
+        pretrainable=False,
+        summary="Swin-L deepened to (4,6,20,4) as in the report's part 2 (zoo deepen)",
+    ),
     "swin-mini": SwinPreset(**_SWIN_MINI, depths=(2, 2, 2, 2), summary="tiny Swin for tests (embed 32, window 4)"),
-    "swin-mini-deep": SwinPreset(**_SWIN_MINI, depths=(4, 6, 4, 4),
-                                 summary="swin-mini deepened like swin-l-deep (+2, +4, +2, +2 blocks)"),
+    "swin-mini-deep": SwinPreset(
+        **_SWIN_MINI, depths=(4, 6, 4, 4), summary="swin-mini deepened like swin-l-deep (+2, +4, +2, +2 blocks)"
+    ),
 }
 
 
@@ -89,9 +111,20 @@ def model_config(preset: str = "swin-l", num_classes: int = 124) -> dict[str, An
         "num_classes": num_classes,
         "backbone": {"type": "swin", "args": {"preset": preset}},
         "heads": [
-            {"type": "fcn", "args": {**head_input, "channels": spec.concat_channels, "num_convs": 1, "kernel_size": 1,
-                                     "concat_input": False, "loss_weight": FCN_LOSS_WEIGHT}},
-            {"type": "ocr", "args": {**head_input, "channels": spec.ocr_pixel_channels,
-                                     "ocr_channels": spec.ocr_mid_channels}},
+            {
+                "type": "fcn",
+                "args": {
+                    **head_input,
+                    "channels": spec.concat_channels,
+                    "num_convs": 1,
+                    "kernel_size": 1,
+                    "concat_input": False,
+                    "loss_weight": FCN_LOSS_WEIGHT,
+                },
+            },
+            {
+                "type": "ocr",
+                "args": {**head_input, "channels": spec.ocr_pixel_channels, "ocr_channels": spec.ocr_mid_channels},
+            },
         ],
     }

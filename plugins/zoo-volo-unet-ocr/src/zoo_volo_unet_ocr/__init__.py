@@ -1,4 +1,4 @@
-"""VOLO-D5 + U-Net + OCRNet (VSPW 3rd place, report sections 3.3 and 3.5): the ``volo-unet`` backbone and its presets."""
+"""VOLO-D5 + U-Net + OCRNet (VSPW 3rd place, report sections 3.3 and 3.5): the ``volo-unet`` backbone, its presets."""
 
 from .presets import PRESETS, model_config
 

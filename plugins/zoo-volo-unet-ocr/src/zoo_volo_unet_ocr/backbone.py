@@ -36,15 +36,25 @@ class VoloUNet(nn.Module):
     ``pretrained_cfg_overlay: {file: path/to/model.safetensors}``.
     """
 
-    def __init__(self, preset: str = "volo-d5", pretrained: bool = False, out_stride: int | None = None,
-                 fuse_channels: int | None = None, decoder_channels: Sequence[int] | None = None,
-                 stem_skip: bool = True, drop_path_rate: float | None = None, img_size: int | None = None,
-                 pretrained_cfg_overlay: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        preset: str = "volo-d5",
+        pretrained: bool = False,
+        out_stride: int | None = None,
+        fuse_channels: int | None = None,
+        decoder_channels: Sequence[int] | None = None,
+        stem_skip: bool = True,
+        drop_path_rate: float | None = None,
+        img_size: int | None = None,
+        pretrained_cfg_overlay: dict[str, Any] | None = None,
+    ):
         super().__init__()
         spec = get_preset(preset)
         if pretrained and not spec.pretrainable:
-            raise ConfigError(f"backbone 'volo-unet': preset {preset!r} has no pretrained weights; "
-                              "set pretrained: false, or use preset volo-d5")
+            raise ConfigError(
+                f"backbone 'volo-unet': preset {preset!r} has no pretrained weights; "
+                "set pretrained: false, or use preset volo-d5"
+            )
         drop_path_rate = spec.drop_path_rate if drop_path_rate is None else drop_path_rate
         if not isinstance(drop_path_rate, (int, float)) or not 0 <= drop_path_rate < 1:
             raise ConfigError(f"backbone 'volo-unet' drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
@@ -52,9 +62,11 @@ class VoloUNet(nn.Module):
         if not isinstance(img_size, int) or isinstance(img_size, bool) or img_size < 16 or img_size % 16:
             raise ConfigError(f"backbone 'volo-unet' img_size must be a positive multiple of 16, got {img_size!r}")
         if pretrained and img_size != spec.img_size:
-            raise ConfigError(f"backbone 'volo-unet': the pretrained {spec.model_name} position embedding is stored "
-                              f"for img_size {spec.img_size}, not {img_size}; leave img_size unset (any input size "
-                              "works: the embedding is resampled per input)")
+            raise ConfigError(
+                f"backbone 'volo-unet': the pretrained {spec.model_name} position embedding is stored "
+                f"for img_size {spec.img_size}, not {img_size}; leave img_size unset (any input size "
+                "works: the embedding is resampled per input)"
+            )
         args: dict[str, Any] = dict(spec.arch, img_size=img_size, drop_path_rate=drop_path_rate)
         if pretrained_cfg_overlay is not None:
             args["pretrained_cfg_overlay"] = dict(pretrained_cfg_overlay)
@@ -65,18 +77,24 @@ class VoloUNet(nn.Module):
         self.encoder = TimmBackbone(spec.model_name, pretrained=pretrained, out_indices=OUT_INDICES, **args)
         channels, strides = self.encoder.channels, self.encoder.strides
         if len(strides) != 4 or len(set(strides[1:])) != 1 or strides[0] * 2 != strides[1]:
-            raise ConfigError(f"backbone 'volo-unet': expected VOLO's geometry (stride s, then 2s three times), "
-                              f"got strides {strides} from {spec.model_name}")
+            raise ConfigError(
+                f"backbone 'volo-unet': expected VOLO's geometry (stride s, then 2s three times), "
+                f"got strides {strides} from {spec.model_name}"
+            )
         deep_stride = strides[-1]
         skip_channels = {strides[0]: channels[0]}
         self.stem_module: str | None = None
         self.stem_stride = 0
         if stem_skip:
             self.stem_module, self.stem_stride, skip_channels[self.stem_stride] = _find_stem(self.encoder)
-        self.neck = UNetNeck(channels[1:], deep_stride, skip_channels,
-                             spec.fuse_channels if fuse_channels is None else fuse_channels,
-                             tuple(spec.decoder_channels if decoder_channels is None else decoder_channels),
-                             spec.out_stride if out_stride is None else out_stride)
+        self.neck = UNetNeck(
+            channels[1:],
+            deep_stride,
+            skip_channels,
+            spec.fuse_channels if fuse_channels is None else fuse_channels,
+            tuple(spec.decoder_channels if decoder_channels is None else decoder_channels),
+            spec.out_stride if out_stride is None else out_stride,
+        )
         if self.stem_stride not in self.neck.block_strides:
             self.stem_module = None  # no block at the stem's stride: no need to capture it
         self.channels: list[int] = list(self.neck.channels)
@@ -94,7 +112,8 @@ class VoloUNet(nn.Module):
         if self.stem_module is not None:
             # A hook for this call only: no state on the module, safe to copy and to replicate.
             handle = self.encoder.get_submodule(self.stem_module).register_forward_hook(
-                lambda _module, _inputs, output: stem.append(output))
+                lambda _module, _inputs, output: stem.append(output)
+            )
         try:
             maps = self.encoder(images)
         finally:
@@ -104,8 +123,10 @@ class VoloUNet(nn.Module):
         if stem:
             skips[self.stem_stride] = stem[-1]
         outputs = self.neck(maps[1:], skips)
-        return [out[..., : math.ceil(height / stride), : math.ceil(width / stride)].contiguous()
-                for out, stride in zip(outputs, self.strides)]
+        return [
+            out[..., : math.ceil(height / stride), : math.ceil(width / stride)].contiguous()
+            for out, stride in zip(outputs, self.strides)
+        ]
 
 
 def _find_stem(encoder: nn.Module) -> tuple[str, int, int]:
@@ -115,5 +136,7 @@ def _find_stem(encoder: nn.Module) -> tuple[str, int, int]:
             convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
             stride = math.prod(conv.stride[0] for conv in convs)
             return name, stride, convs[-1].out_channels
-    raise ConfigError("backbone 'volo-unet': the encoder has no convolutional stem (patch_embed.conv) "
-                      "to take a skip from; set stem_skip: false")
+    raise ConfigError(
+        "backbone 'volo-unet': the encoder has no convolutional stem (patch_embed.conv) "
+        "to take a skip from; set stem_skip: false"
+    )

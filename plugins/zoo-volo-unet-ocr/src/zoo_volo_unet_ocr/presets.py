@@ -36,21 +36,39 @@ class VoloPreset:
 
 PRESETS: dict[str, VoloPreset] = {
     "volo-d5": VoloPreset(
-        model_name="volo_d5_512", img_size=512,
+        model_name="volo_d5_512",
+        img_size=512,
         # Not in the report: the value of mmsegmentation's Swin-L configs, as for the Swin preset.
         drop_path_rate=0.3,
         # The report gives no U-Net widths: D5's stride-16 width, then halved at each 2x upsampling.
-        fuse_channels=768, decoder_channels=(384, 192, 96), out_stride=2,
-        ocr_pixel_channels=1024, ocr_mid_channels=512, pretrainable=True,
-        summary="VOLO-D5 (512 geometry) + U-Net to stride 2 + OCR 1024/512, the report's VOLO model"),
+        fuse_channels=768,
+        decoder_channels=(384, 192, 96),
+        out_stride=2,
+        ocr_pixel_channels=1024,
+        ocr_mid_channels=512,
+        pretrainable=True,
+        summary="VOLO-D5 (512 geometry) + U-Net to stride 2 + OCR 1024/512, the report's VOLO model",
+    ),
     # A stand-in with the same structure for tests and smoke runs: 64x96 frames in well under a second.
     "volo-mini": VoloPreset(
-        model_name="zoo_volo", img_size=64, drop_path_rate=0.0,
-        fuse_channels=64, decoder_channels=(32, 16, 16), out_stride=2,
-        ocr_pixel_channels=32, ocr_mid_channels=16, pretrainable=False,
+        model_name="zoo_volo",
+        img_size=64,
+        drop_path_rate=0.0,
+        fuse_channels=64,
+        decoder_channels=(32, 16, 16),
+        out_stride=2,
+        ocr_pixel_channels=32,
+        ocr_mid_channels=16,
+        pretrainable=False,
         summary="tiny VOLO for tests (layers 1,1,1,1, dims 32/64, img_size 64)",
-        arch={"layers": (1, 1, 1, 1), "embed_dims": (32, 64, 64, 64), "num_heads": (1, 2, 2, 2),
-              "stem_hidden_dim": 16, "mlp_ratio": 2.0}),
+        arch={
+            "layers": (1, 1, 1, 1),
+            "embed_dims": (32, 64, 64, 64),
+            "num_heads": (1, 2, 2, 2),
+            "stem_hidden_dim": 16,
+            "mlp_ratio": 2.0,
+        },
+    ),
 }
 
 
@@ -78,9 +96,26 @@ def model_config(preset: str = "volo-d5", num_classes: int = 124) -> dict[str, A
         "num_classes": num_classes,
         "backbone": {"type": "volo-unet", "args": {"preset": preset}},
         "heads": [
-            {"type": "fcn", "args": {"in_index": 0, "dropout_ratio": 0.0, "channels": unet_channels, "num_convs": 1,
-                                     "kernel_size": 1, "concat_input": False, "loss_weight": FCN_LOSS_WEIGHT}},
-            {"type": "ocr", "args": {"in_index": 0, "dropout_ratio": 0.0, "channels": spec.ocr_pixel_channels,
-                                     "ocr_channels": spec.ocr_mid_channels}},
+            {
+                "type": "fcn",
+                "args": {
+                    "in_index": 0,
+                    "dropout_ratio": 0.0,
+                    "channels": unet_channels,
+                    "num_convs": 1,
+                    "kernel_size": 1,
+                    "concat_input": False,
+                    "loss_weight": FCN_LOSS_WEIGHT,
+                },
+            },
+            {
+                "type": "ocr",
+                "args": {
+                    "in_index": 0,
+                    "dropout_ratio": 0.0,
+                    "channels": spec.ocr_pixel_channels,
+                    "ocr_channels": spec.ocr_mid_channels,
+                },
+            },
         ],
     }

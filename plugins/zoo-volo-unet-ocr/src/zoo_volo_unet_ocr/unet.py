@@ -25,8 +25,9 @@ class UpBlock(nn.Module):
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
         super().__init__()
-        self.convs = nn.Sequential(ConvBNReLU(in_channels + skip_channels, out_channels, 3),
-                                   ConvBNReLU(out_channels, out_channels, 3))
+        self.convs = nn.Sequential(
+            ConvBNReLU(in_channels + skip_channels, out_channels, 3), ConvBNReLU(out_channels, out_channels, 3)
+        )
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
@@ -44,13 +45,22 @@ class UNetNeck(nn.Module):
     pick one by ``in_index`` (0 is the finest).
     """
 
-    def __init__(self, deep_channels: Sequence[int], deep_stride: int, skip_channels: Mapping[int, int],
-                 fuse_channels: int, decoder_channels: Sequence[int], out_stride: int):
+    def __init__(
+        self,
+        deep_channels: Sequence[int],
+        deep_stride: int,
+        skip_channels: Mapping[int, int],
+        fuse_channels: int,
+        decoder_channels: Sequence[int],
+        out_stride: int,
+    ):
         super().__init__()
         levels = _levels(deep_stride, out_stride)
         if levels > len(decoder_channels):
-            raise ConfigError(f"backbone 'volo-unet': out_stride {out_stride} needs {levels} decoder_channels "
-                              f"(one per 2x upsampling from stride {deep_stride}), got {list(decoder_channels)}")
+            raise ConfigError(
+                f"backbone 'volo-unet': out_stride {out_stride} needs {levels} decoder_channels "
+                f"(one per 2x upsampling from stride {deep_stride}), got {list(decoder_channels)}"
+            )
         for width in [fuse_channels, *decoder_channels]:
             if not isinstance(width, int) or isinstance(width, bool) or width < 1:
                 raise ConfigError(f"backbone 'volo-unet': channel widths must be positive integers, got {width!r}")
@@ -81,8 +91,10 @@ def _levels(deep_stride: int, out_stride: int) -> int:
     """The number of 2x upsamplings from ``deep_stride`` to ``out_stride`` (a power-of-two ratio)."""
     if isinstance(out_stride, int) and not isinstance(out_stride, bool) and 1 <= out_stride <= deep_stride:
         levels = round(math.log2(deep_stride / out_stride))
-        if out_stride * 2 ** levels == deep_stride:
+        if out_stride * 2**levels == deep_stride:
             return levels
     choices = [deep_stride >> k for k in range(int(math.log2(deep_stride)) + 1)]
-    raise ConfigError(f"backbone 'volo-unet': out_stride must be one of {choices} (the encoder's stride "
-                      f"{deep_stride} halved by each U-Net block), got {out_stride!r}")
+    raise ConfigError(
+        f"backbone 'volo-unet': out_stride must be one of {choices} (the encoder's stride "
+        f"{deep_stride} halved by each U-Net block), got {out_stride!r}"
+    )
