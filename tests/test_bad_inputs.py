@@ -99,6 +99,17 @@ def test_a_split_file_must_be_utf8_and_the_line_is_named(tmp_path):
     assert read_split_file(split) == ["vidéo", "zweite"]  # blank lines and hidden names are skipped
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_name(root, tmp_path):
+    videos = VSPWDataset(root, "val").videos
+    (root / "val.txt").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(videos).encode() + b"\r\n")  # as Notepad saves it
+    assert read_split_file(root / "val.txt") == videos
+    assert VSPWDataset(root, "val").videos == videos
+    split = tmp_path / "val.txt"
+    split.write_bytes(b"\xef\xbb\xbffirst\nsecond\n\xe9t\xe9\n")
+    with pytest.raises(DataError, match=rf"split file {split}, line 3: not UTF-8 text \(byte 0xe9\)"):
+        read_split_file(split)
+
+
 @pytest.mark.parametrize("line", ["/abs/path", "a/../..", ".."])
 def test_zoo_run_with_a_split_that_leaves_the_dataset_writes_nothing(run_zoo, work, root, tmp_path, line):
     video = VSPWDataset(root, "val").videos[0]
@@ -126,6 +137,21 @@ def test_a_split_file_that_is_not_utf8_is_one_line(run_zoo, work, root, tmp_path
         "one video folder name per line"
     )
     assert not (tmp_path / "out").exists()
+
+
+# --- model directories ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [[], {"fp16": True}])
+def test_a_dtype_that_is_not_a_name_is_one_line(run_zoo, work, tmp_path, dtype):
+    model = Path(shutil.copytree(work / "model", tmp_path / "model"))
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(dict(config, dtype=dtype)))
+    error = one_line_error(run_zoo("run", pipeline_file(tmp_path, work / "data", model), "--out", tmp_path / "out"))
+    assert error == (
+        f"error: {model / 'config.json'}: dtype {dtype!r} is not one of fp32, fp16, bf16; "
+        "convert the weights again with zoo convert --dtype"
+    )
 
 
 # --- label tables, class statistics, locks ----------------------------------------------------------

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from zoo_core.data.synth import synthesize
 from zoo_core.engine.averaging import average_model_dirs
+from zoo_core.engine.run_dir import truncate_log
 from zoo_core.engine.schedule import checkpoint_due, learning_rate, param_groups, swa_snapshot_due
 from zoo_core.errors import ConfigError, DataError
 from zoo_core.pipeline.schema import TrainSpec, load_pipeline
@@ -245,6 +246,56 @@ def test_resume_after_a_crash_recomputes_from_the_last_checkpoint(tmp_path, data
     assert "iteration 4" in resumed.stderr
     assert [r["iter"] for r in log_records(out)] == list(range(1, 9))
     assert_same_weights(weights(out), weights(reference_run))
+
+
+@pytest.mark.slow
+def test_resume_drops_a_torn_last_log_line_and_names_an_unreadable_run_record(
+    tmp_path, data_root, reference_run, run_zoo
+):
+    pipeline = write_pipeline(tmp_path, data_root)
+    out = Path(shutil.copytree(reference_run, tmp_path / "run"))
+    # Killed while writing the log record of iteration 6: the checkpoint of iteration 4 is the last one.
+    (out / "model.safetensors").unlink()
+    (out / "config.json").unlink()
+    lines = (out / "train_log.jsonl").read_text().splitlines()
+    (out / "train_log.jsonl").write_text("".join(line + "\n" for line in lines[:5]) + lines[5][:20])
+    record = (out / "train_run.json").read_text()
+    (out / "train_run.json").write_text(record[: len(record) // 2])  # torn too
+
+    refused = run_zoo("train", pipeline, "--out", out, "--resume")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    (line,) = [x for x in refused.stderr.splitlines() if x.startswith("error: ")]
+    assert line.startswith(f"error: {out / 'train_run.json'} is unreadable (")
+    assert line.endswith("restore it, delete it to resume without that check, or train into another --out")
+
+    (out / "train_run.json").write_text(record)
+    resumed = run_zoo("train", pipeline, "--out", out, "--resume")
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
+    assert "iteration 4" in resumed.stderr
+    assert [r["iter"] for r in log_records(out)] == list(range(1, 9))
+    assert [r["loss"] for r in log_records(out)] == [r["loss"] for r in log_records(reference_run)]
+    assert_same_weights(weights(out), weights(reference_run))
+
+
+def test_truncating_the_log_keeps_whole_records_up_to_the_checkpoint(tmp_path):
+    log = tmp_path / "train_log.jsonl"
+    records = [json.dumps({"iter": i, "loss": 1.0}) for i in range(1, 5)]
+    log.write_text("\n".join(records))  # the last record lacks its newline: the next one must not join it
+    truncate_log(log, 4)
+    assert log.read_text() == "".join(r + "\n" for r in records)
+    log.write_text("".join(r + "\n" for r in records) + '{"iter": 5, "lo')
+    truncate_log(log, 3)
+    assert log.read_text() == "".join(r + "\n" for r in records[:3])
+    torn = b'{"iter": 5, "note": "\xe2\x82'  # cut inside a character, after two blank lines
+    log.write_bytes("".join(r + "\n" for r in records).encode() + b"\n\n" + torn)
+    truncate_log(log, 4)
+    assert log.read_text() == "".join(r + "\n" for r in records)
+    for bad in ("[1, 2]", '{"iter": "2"}', "{not json"):
+        log.write_text(records[0] + "\n" + bad + "\n" + records[1] + "\n")
+        with pytest.raises(DataError) as err:
+            truncate_log(log, 4)
+        assert str(err.value).startswith(f"{log}, line 2: not a record of zoo train ({bad!r}); delete that line")
+        assert log.read_text() == records[0] + "\n" + bad + "\n" + records[1] + "\n"  # left as it was
 
 
 @pytest.mark.slow

@@ -137,6 +137,19 @@ def test_readme_example_card_is_valid():
     assert card.hub.revision and card.hub.files and card.metrics.split == "val"
 
 
+def test_the_registry_cards_hook_points_plugins_to_the_card_format():
+    import inspect
+
+    from zoo_core import hookspecs
+    from zoo_core.hub.cards import HubFile
+
+    doc = inspect.getdoc(hookspecs.zoo_registry_cards)
+    assert "registry/README.md" in doc and (REGISTRY / "README.md").is_file()
+    assert "zoo_core.hub" not in doc  # an internal module is not the plugin API
+    named = set(re.findall(r"``hub\.(\w+)``", doc))
+    assert "files" in named and named <= set(HubFile.model_fields)
+
+
 # --- discovery -------------------------------------------------------------------------------
 
 PLUGIN = """

@@ -218,6 +218,30 @@ def test_local_dir_gets_the_verified_files(hub, published, model_files, tmp_path
     assert not (tmp_path / "out" / "model.safetensors").is_symlink()
 
 
+def test_a_cache_that_cannot_be_written_still_serves_pull(hub, published, run_zoo):
+    """A shared, read-only cache: the sha256 record is an optimisation and is skipped when it cannot be written."""
+    hub.card("tiny.test", published["first"], published["first_sha"])
+    resolved = pull("tiny.test")
+    records = hub_cache_dir() / ".zoo-sha256"
+    for record in records.iterdir():
+        record.unlink()
+    records.rmdir()
+    records.write_text("")  # a file where the folder goes: the records cannot be written, even by root
+    cache = [hub_cache_dir(), *(p for p in hub_cache_dir().rglob("*") if p.is_dir() and not p.is_symlink())]
+    for folder in cache:
+        folder.chmod(0o555)  # and read-only for everyone else
+    try:
+        result = run_zoo("pull", "tiny.test", env={"HF_HUB_OFFLINE": "1", "ZOO_REGISTRY_PATH": str(hub.cards)})
+    finally:
+        for folder in cache:
+            folder.chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"sha256 {published['first_sha']} (verified against card 'tiny.test')" in result.stdout
+    assert f"files  {resolved.path}" in result.stdout
+    assert records.read_text() == ""
+
+
 # --- faults ---------------------------------------------------------------------------------
 
 

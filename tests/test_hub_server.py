@@ -263,6 +263,28 @@ def test_malformed_requests_get_a_4xx_answer_and_the_hub_keeps_serving(hub):
     assert [c.title for c in api(hub).list_repo_commits("org/model")] == ["initial commit"]
 
 
+def test_json_values_of_the_wrong_type_get_a_400(hub):
+    api(hub).create_repo("org/model")
+    json_headers = {"Content-Type": "application/json"}
+    for body in (
+        {"type": ["x"], "organization": "org", "name": "m"},
+        {"type": {"model": 1}, "organization": "org", "name": "m"},
+        {"organization": ["org"], "name": "m"},
+        {"organization": "org", "name": 5},
+        {"organization": "org", "name": "m", "visibility": ["private"]},
+    ):
+        status, _, answer = raw(hub, "POST", "/api/repos/create", json.dumps(body).encode(), json_headers)
+        assert status == 400 and "must be a string" in json.loads(answer)["error"], body
+    for starting_point in (5, ["main"], {"ref": "main"}, True):
+        body = json.dumps({"startingPoint": starting_point}).encode()
+        status, _, answer = raw(hub, "POST", "/api/models/org/model/branch/dev", body, json_headers)
+        assert status == 400 and "startingPoint" in json.loads(answer)["error"], starting_point
+    status, _, _ = raw(hub, "POST", "/api/models/org/model/branch/dev", b'{"startingPoint": "main"}', json_headers)
+    assert status == 200
+    assert [b.name for b in api(hub).list_repo_refs("org/model").branches] == ["dev", "main"]
+    assert sorted(p.name for p in (hub.store.root / "repos" / "models" / "org").iterdir()) == ["model"]
+
+
 def test_invalid_readme_metadata_is_refused_before_upload(hub):
     api(hub).create_repo("org/model")
     with pytest.raises(ValueError, match="Invalid metadata"):
@@ -414,6 +436,35 @@ def test_gc_refuses_to_guess_when_a_commit_is_unreadable(hub):
     assert gc(hub.store.root.parent / "not-a-hub").returncode == 2
 
 
+def test_gc_dry_run_writes_nothing_and_gc_skips_folders_in_blobs(tmp_path):
+    root = tmp_path / "hub"
+    orphan = hashlib.sha256(b"orphan").hexdigest()
+    (root / "blobs" / "not-a-blob").mkdir(parents=True)  # made by hand: nobody's blob, and not a file
+    (root / "blobs" / orphan).write_bytes(b"orphan")
+    dry = gc(root, "--dry-run")
+    assert dry.returncode == 0 and "Traceback" not in dry.stderr
+    expected = [f"would remove blobs/{orphan} (6 bytes)", "would free 6 bytes (0.0 MiB) in 1 files"]
+    assert dry.stdout.splitlines() == expected
+    assert sorted(p.name for p in root.iterdir()) == ["blobs"]  # no tmp/, no hub.lock
+    done = gc(root)
+    assert done.returncode == 0 and "Traceback" not in done.stderr and f"removed blobs/{orphan}" in done.stdout
+    assert sorted(p.name for p in (root / "blobs").iterdir()) == ["not-a-blob"]
+
+
+def test_gc_that_cannot_write_is_a_one_line_error(tmp_path):
+    root = tmp_path / "hub"
+    (root / "blobs").mkdir(parents=True)
+    (root / "blobs" / ("0" * 64)).write_bytes(b"orphan")
+    (root / "hub.lock").mkdir()  # the lock cannot be taken: an OSError, as a read-only root gives
+    result = gc(root)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"error: cannot collect garbage in {root}: {root / 'hub.lock'}: Is a directory; "
+        "check that this user may write there, then run it again"
+    )
+    assert (root / "blobs" / ("0" * 64)).exists()
+
+
 @pytest.fixture
 def lfs_hub(tmp_path, monkeypatch):
     """A hub that takes files of 1000 bytes or more through Git LFS, and a client with Xet switched off."""
@@ -455,6 +506,24 @@ def lfs_batch(hub, repo_id: str, oid: str, size: int) -> dict:
     return json.loads(answer)["objects"][0]
 
 
+def upload_lfs(hub, repo_id: str, data: bytes) -> str:
+    """Upload ``data`` through the LFS batch API and its signed PUT; returns its sha256."""
+    oid = hashlib.sha256(data).hexdigest()
+    href = lfs_batch(hub, repo_id, oid, len(data))["actions"]["upload"]["href"]
+    assert raw(hub, "PUT", href.split(hub.url)[1], body=data)[0] == 200
+    return oid
+
+
+def commit_lfs(hub, repo_id: str, files: dict[str, tuple[str, int]]) -> int:
+    """Commit lfsFile lines ({path: (sha256, size)}) to main; returns the status."""
+    lines = [{"key": "header", "value": {"summary": "lfs"}}]
+    for path, (oid, size) in files.items():
+        lines.append({"key": "lfsFile", "value": {"path": path, "algo": "sha256", "oid": oid, "size": size}})
+    body = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    headers = {"Content-Type": "application/x-ndjson"}
+    return raw(hub, "POST", f"/api/models/{repo_id}/commit/main", body=body, headers=headers)[0]
+
+
 def test_lfs_uploads_are_signed_checked_and_scoped_to_their_repo(lfs_hub):
     hub = lfs_hub
     for repo_id in ("org/model", "org/other"):
@@ -471,25 +540,43 @@ def test_lfs_uploads_are_signed_checked_and_scoped_to_their_repo(lfs_hub):
     assert sorted(p.name for p in (hub.store.root / "tmp").iterdir()) == []
     assert raw(hub, "PUT", path, body=data)[0] == 200
 
-    def commit_lfs(repo_id: str) -> int:
-        lines = [
-            {"key": "header", "value": {"summary": "lfs"}},
-            {"key": "lfsFile", "value": {"path": "w.bin", "algo": "sha256", "oid": oid, "size": len(data)}},
-        ]
-        body = "".join(json.dumps(line) + "\n" for line in lines).encode()
-        return raw(
-            hub,
-            "POST",
-            f"/api/models/{repo_id}/commit/main",
-            body=body,
-            headers={"Content-Type": "application/x-ndjson"},
-        )[0]
-
-    assert commit_lfs("org/other") == 400  # uploaded for org/model only
-    assert commit_lfs("org/model") == 200
-    assert commit_lfs("org/other") == 400  # now in blobs/, but still not org/other's
+    assert commit_lfs(hub, "org/other", {"w.bin": (oid, len(data))}) == 400  # uploaded for org/model only
+    assert commit_lfs(hub, "org/model", {"w.bin": (oid, len(data))}) == 200
+    assert commit_lfs(hub, "org/other", {"w.bin": (oid, len(data))}) == 400  # now in blobs/, but not org/other's
     assert "actions" not in lfs_batch(hub, "org/model", oid, len(data))  # the hub has it: nothing to upload
     assert "actions" in lfs_batch(hub, "org/other", oid, len(data))
+
+
+def test_an_lfs_file_must_have_the_size_of_the_object_the_hub_holds(lfs_hub):
+    hub = lfs_hub
+    api(hub).create_repo("org/model")
+    data = b"w" * 2000
+    oid = upload_lfs(hub, "org/model", data)
+    assert commit_lfs(hub, "org/model", {"w.bin": (oid, 1)}) == 400  # waiting in tmp/, of another size
+    assert commit_lfs(hub, "org/model", {"w.bin": (oid, len(data))}) == 200
+    head = api(hub).model_info("org/model").sha
+    for size in (1, len(data) + 1, 10**9):  # in blobs/ now: the hub's copy says how big it is
+        assert commit_lfs(hub, "org/model", {"copy.bin": (oid, size)}) == 400, size
+        answer = lfs_batch(hub, "org/model", oid, size)
+        assert "actions" not in answer and answer["error"]["code"] == 422, size
+    assert api(hub).model_info("org/model").sha == head
+    assert commit_lfs(hub, "org/model", {"copy.bin": (oid, len(data))}) == 200
+    for name in ("w.bin", "copy.bin"):
+        status, headers, body = raw(hub, "GET", f"/org/model/resolve/main/{name}")
+        assert status == 200 and headers["Content-Length"] == str(len(data)) and body == data
+
+
+def test_a_commit_of_many_lfs_files_reads_the_repo_history_once(lfs_hub, monkeypatch):
+    hub = lfs_hub
+    api(hub).create_repo("org/model")
+    files = {f"w{n}.bin": (upload_lfs(hub, "org/model", bytes([n]) * 1000), 1000) for n in range(4)}
+    assert commit_lfs(hub, "org/model", dict(list(files.items())[:2])) == 200
+    read = hub.store.repo_blobs
+    calls = []
+    monkeypatch.setattr(hub.store, "repo_blobs", lambda *args: calls.append(args) or read(*args))
+    assert commit_lfs(hub, "org/model", files) == 200  # two already committed, two waiting in tmp/
+    assert calls == [("model", "org/model")]
+    assert sorted(s.rfilename for s in api(hub).model_info("org/model").siblings) == [".gitattributes", *files]
 
 
 def test_a_client_using_xet_is_told_to_switch_it_off(tmp_path, monkeypatch):
@@ -524,3 +611,15 @@ def test_the_commit_reader_decodes_the_same_files_however_the_body_is_cut(tmp_pa
     assert staged.sha1 == hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
     reader.abort()
     assert not staged.path.exists()
+
+
+def test_the_commit_reader_reads_a_line_of_escapes_in_linear_time(tmp_path):
+    """A find per delimiter scanned to the end of the piece for each escape: 1 MiB of them took seconds."""
+    escapes = b"\\n" * ((1 << 20) // 2 - 40)  # a commit line just under MAX_LINE_BYTES
+    body = b'{"key": "header", "value": {"summary": "' + escapes + b'"}}\n'
+    reader = CommitReader(Store(tmp_path / "store"), max_file_size=1 << 20)
+    started = time.perf_counter()
+    reader.feed(body)
+    reader.finish()
+    elapsed = time.perf_counter() - started
+    assert reader.header["summary"] == "\n" * (len(escapes) // 2) and elapsed < 2.0, elapsed

@@ -245,27 +245,41 @@ def test_read_only_refuses_every_write_even_with_a_write_token(serve, tokens, tm
     )
 
 
-def test_open_hub_on_another_interface_warns(tmp_path):
-    command = [
-        sys.executable,
-        "-m",
-        "zoo_core.cli",
-        "hub",
-        "serve",
-        str(tmp_path / "hub"),
-        "--port",
-        "0",
-        "--host",
-        "0.0.0.0",
-    ]
+@pytest.mark.parametrize(
+    "options, can",
+    [
+        ((), "can write to the hub and read its private repositories"),
+        (("--read-only",), "can read every repository on the hub, the private ones too"),
+    ],
+)
+def test_open_hub_on_another_interface_warns(tmp_path, options, can):
+    command = [sys.executable, "-m", "zoo_core.cli", "hub", "serve", str(tmp_path / "hub"), "--port", "0"]
     process = subprocess.Popen(
-        command, env=zoo_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*command, "--host", "0.0.0.0", *options],
+        env=zoo_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
-        assert process.stderr.readline().startswith("warning: --host 0.0.0.0 without --token-file")
+        warning = process.stderr.readline()
+        assert warning.startswith("warning: --host 0.0.0.0 without --token-file: anyone who can reach this port ")
+        assert warning.rstrip().endswith(can)
     finally:
         process.terminate()
         process.communicate(timeout=30)
+
+
+@pytest.mark.parametrize("where", ["under a file", "in /proc"])
+def test_serve_on_a_root_it_cannot_make_names_the_root(tmp_path, where):
+    (tmp_path / "file").write_text("a file, not a folder")
+    root = tmp_path / "file" / "hub" if where == "under a file" else Path("/proc/zoo-x")
+    command = [sys.executable, "-m", "zoo_core.cli", "hub", "serve", str(root), "--port", "0"]
+    result = subprocess.run(command, env=zoo_environment(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot use {root} as the hub's root: "), lines
+    assert "listen" not in lines[0] and "--port" not in lines[0]
 
 
 def test_serve_without_the_extra_names_the_pip_command(tmp_path):
@@ -274,6 +288,48 @@ def test_serve_without_the_extra_names_the_pip_command(tmp_path):
     result = subprocess.run(command, env=zoo_environment(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "pip install 'zoo-core[hub-server]'" in result.stderr and "starlette" in result.stderr
+
+
+def validate_yaml(hub: HubServer, content) -> tuple[int, dict]:
+    body = json.dumps({"content": content, "repoType": "model"}).encode()
+    status, _, answer = exchange(hub, post("/api/validate-yaml", body, "Content-Type: application/json\r\n"))
+    return status, json.loads(answer)
+
+
+def test_validate_yaml_parses_a_bounded_metadata_block_and_reports_what_breaks_it(serve):
+    hub = serve()
+    huge = "---\n" + "".join(f"key{n}: value number {n}\n" for n in range(60_000)) + "---\n# card\n"  # 1.7 MB
+    status, answer = validate_yaml(hub, huge)
+    assert status == 413 and "metadata block is over this hub's limit of 1048576 characters" in answer["error"]
+    for metadata, problem in (
+        ("[" * 50_000, "not valid YAML"),  # a RecursionError in the pure-Python parser
+        ("created: 2024-02-30", "day is out of range for month"),  # a ValueError from the date
+        ("license: [mit", "not valid YAML"),
+        ("- a list", "must be a YAML mapping"),
+    ):
+        status, answer = validate_yaml(hub, f"---\n{metadata}\n---\n# card\n")
+        assert status == 400 and problem in answer["errors"][0]["message"], metadata
+    status, answer = validate_yaml(hub, "---\nlicense: mit\n---\n" + "a long card\n" * 200_000)  # 2.4 MB of text
+    assert status == 200 and answer == {"errors": [], "warnings": []}
+    status, answer = validate_yaml(hub, ["---"])
+    assert status == 400 and "content" in answer["error"]
+    assert api(hub, "t").create_repo("org/model").repo_id == "org/model"  # still serving
+
+
+def test_json_nested_too_deep_is_a_400(serve):
+    hub = serve()
+    api(hub, "t").create_repo("org/model")
+    deep = b"[" * 200_000
+    for path, body in (
+        ("/api/repos/create", deep),
+        ("/api/validate-yaml", b'{"content": ' + deep),
+        ("/api/models/org/model/preupload/main", b'{"files": ' + deep),
+        ("/api/models/org/model/commit/main", deep + b"\n"),
+        ("/api/models/org/model/commit/main", HEADER_LINE + b'{"key": "file", "value": ' + deep + b"\n"),
+    ):
+        status, _, answer = exchange(hub, post(path, body, "Content-Type: application/json\r\n"))
+        assert status == 400 and json.loads(answer)["error"], path
+    assert history(hub) == ["initial commit"]
 
 
 # --- headers and paths ----------------------------------------------------------------------------
@@ -486,6 +542,26 @@ def test_stale_temporary_files_are_removed_at_start(tmp_path):
         os.utime(tmp / name, (two_hours_ago, two_hours_ago))
     with HubServer(tmp_path / "hub"):
         assert sorted(os.listdir(tmp)) == ["fresh.part"]  # another process's upload may still be writing it
+
+
+def test_stale_temporary_files_are_removed_under_the_roots_lock(tmp_path):
+    """A commit claiming an LFS object holds the lock: a hub starting then must wait before it cleans tmp/."""
+    from zoo_core.hub.store import Store
+
+    store = Store(tmp_path / "hub")
+    pending = store.tmp / ("lfs~model~org~m~" + "a" * 64)
+    pending.write_bytes(b"uploaded an hour ago")
+    two_hours_ago = time.time() - 7200
+    os.utime(pending, (two_hours_ago, two_hours_ago))
+    started: list[HubServer] = []
+    with store.locked():
+        starting = threading.Thread(target=lambda: started.append(HubServer(tmp_path / "hub")), daemon=True)
+        starting.start()
+        starting.join(1.0)
+        assert pending.exists() and not started, "the hub cleaned tmp/ while another process held the lock"
+    starting.join(30)
+    assert started and not pending.exists()
+    started[0].stop()
 
 
 def test_fifty_stalled_uploads_do_not_stop_the_hub(serve):

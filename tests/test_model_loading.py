@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from zoo_core.errors import DataError
-from zoo_core.model_dir import build_segmentor, load_model_dir, save_model_dir
+from zoo_core.model_dir import build_segmentor, load_model_dir, load_weights, save_model_dir
 
 MODEL_CONFIG = {
     "num_classes": 3,
@@ -106,6 +106,42 @@ def test_a_declared_dtype_is_cast_to_the_parameters(model_dir, saved):
     (model_dir / "config.json").write_text(json.dumps(dict(config, dtype="fp8")))
     with pytest.raises(DataError, match=r"config.json: dtype 'fp8' is not one of fp32, fp16, bf16"):
         load_model_dir(model_dir)
+
+
+@pytest.mark.parametrize("declared", [[], {}, 16, True])
+def test_a_dtype_that_is_not_a_name_is_refused(model_dir, declared):
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps(dict(config, dtype=declared)))
+    with pytest.raises(DataError) as err:
+        load_model_dir(model_dir)
+    assert str(err.value) == (
+        f"{model_dir / 'config.json'}: dtype {declared!r} is not one of fp32, fp16, bf16; "
+        "convert the weights again with zoo convert --dtype"
+    )
+
+
+def test_config_json_is_read_once_and_load_weights_takes_it_parsed(model_dir, saved, monkeypatch):
+    rewrite(model_dir, lambda t, n: t.update({k: v.half() for k, v in t.items() if v.is_floating_point()}))
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps(dict(config, dtype="fp16")))
+    reads = []
+    original = Path.read_text
+
+    def counting(self, *args, **kwargs):
+        reads.append(self.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    load_model_dir(model_dir)
+    assert reads.count("config.json") == 1
+    monkeypatch.undo()
+
+    # What load_weights is given, not the file beside the weights, declares the dtype.
+    model = build_segmentor(MODEL_CONFIG)
+    with pytest.raises(DataError, match="config.json declares dtype bf16"):
+        load_weights(model, model_dir / "model.safetensors", "the model", config={"dtype": "bf16"})
+    load_weights(model, model_dir / "model.safetensors", "the model", config={"dtype": "fp16"})
+    load_weights(model, model_dir / "model.safetensors", "the model")  # without it: the file beside the weights
 
 
 def test_an_fp32_directory_loads_exactly(model_dir, saved):

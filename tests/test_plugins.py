@@ -279,10 +279,13 @@ def test_zoo_list_shows_a_broken_plugin_and_strict_mode_exits_cleanly(good_site,
     assert "zoo_missing_framework" in broken["error"]
     assert "tiny-head" in {c["name"] for c in listing["components"]}
 
-    strict = run_zoo("list", env={**good_site.env, "ZOO_STRICT_PLUGINS": "1"})
-    assert strict.returncode != 0
-    assert "Traceback" not in strict.stderr
-    assert "broken-zoo-plugin 0.4.0" in strict.stderr and "zoo_missing_framework" in strict.stderr
+    # `zoo --help` and a bare `zoo` look up plugin commands while click parses, before any command runs.
+    for args in (["list"], ["--help"], []):
+        strict = run_zoo(*args, env={**good_site.env, "ZOO_STRICT_PLUGINS": "1"})
+        assert strict.returncode != 0, args
+        assert "Traceback" not in strict.stderr, args
+        assert strict.stderr.startswith("error: ZOO_STRICT_PLUGINS is set"), (args, strict.stderr)
+        assert "broken-zoo-plugin 0.4.0" in strict.stderr and "zoo_missing_framework" in strict.stderr
 
 
 # -- autoload switch ----------------------------------------------------------------

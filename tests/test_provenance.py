@@ -18,6 +18,7 @@ import yaml
 from test_plugins import Site
 from test_run_errors import CLASS_NAMES, EXPLODING_MODEL, FAULTY, FAULTY_PLUGIN, pipeline_file, save_model
 
+from zoo_core.model_dir import ModelSpec, build_segmentor, save_model_dir
 from zoo_core.plugins import reset_registry
 from zoo_core.testing import TINY_MODEL
 
@@ -102,9 +103,19 @@ def test_zoo_train_records_the_provenance_in_config_json(tiny_model_dir):
             component("backbone", "timm", "model.backbone"),
             component("head", "fcn", "model.heads[0]"),
             component("head", "ocr", "model.heads[1]"),
+            component("loss", "ce", "train.loss"),  # the training loss shaped the weights too
         ],
     }
     assert config["zoo_version"] == CORE_VERSION
+    assert config["plugins"] == {"zoo-core": CORE_VERSION}  # what rebuilding the model needs
+
+
+def test_a_model_spec_saves_like_its_mapping(tmp_path):
+    spec = ModelSpec.parse(TINY_MODEL)
+    save_model_dir(build_segmentor(spec), spec, tmp_path / "spec", components=[("train.loss", "loss", "ohem-ce")])
+    config = json.loads((tmp_path / "spec" / "config.json").read_text())
+    assert ModelSpec.parse(config["model"]) == spec
+    assert config["provenance"]["components"][-1] == component("loss", "ohem-ce", "train.loss")
 
 
 # -- zoo list PATTERN ----------------------------------------------------------------------------
@@ -232,3 +243,26 @@ def test_a_changed_plugin_version_warns_and_resumes(tmp_path, synthetic_vspw, zo
     ) in result.stderr
     assert json.loads((out / "pipeline.json").read_text())["provenance"]["components"][3]["version"] == "1.0"
     assert json.loads((out / "metrics.json").read_text())["provenance"]["components"][3]["version"] == "1.1"
+
+
+def test_auto_precision_that_resolves_otherwise_refuses_to_resume(synthetic_vspw, zoo_cli, tmp_path, monkeypatch):
+    import zoo_core.runtime as runtime
+
+    weights = save_model(tmp_path / "model", TINY_MODEL, 0)
+    path = pipeline_file(tmp_path, synthetic_vspw.root, [("tiny", weights)])
+    path.write_text(path.read_text().replace("amp: none", "amp: auto"))
+    out = tmp_path / "out"
+    monkeypatch.setattr(runtime, "bf16_support", lambda device: runtime.Bf16Support(False, "CPU (AVX2)"))
+    first = zoo_cli("run", path, "--out", out)
+    assert first.exit_code == 0 and "precision: fp32 (runtime.amp auto: this CPU (AVX2) has no native bf16)" in (
+        first.stderr
+    )
+    assert json.loads((out / "pipeline.json").read_text())["precision"] == "none"
+    assert json.loads((out / "metrics.json").read_text())["precision"] == "none"
+
+    # The same pipeline on a machine where `auto` means bf16 must not add bf16 videos to fp32 ones.
+    monkeypatch.setattr(runtime, "bf16_support", lambda device: runtime.Bf16Support(True, "CPU (AVX512 with AMX)"))
+    refused = zoo_cli("run", path, "--out", out)
+    assert refused.exit_code == 2
+    (line,) = [x for x in refused.stderr.splitlines() if x.startswith("error:")]
+    assert "the same pipeline in another precision (none then, bf16 now" in line

@@ -9,6 +9,7 @@ installed plugin would be.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -373,6 +374,145 @@ def test_bind_receives_the_pipeline_for_every_component(faulty, models, syntheti
     assert json.loads(records["tta-a"].read_text()) == {**common, "kind": "tta", "where": "models[0].tta"}
     assert json.loads(records["tta-b"].read_text()) == {**common, "kind": "tta", "where": "models[1].tta"}
     assert json.loads(records["ensembler"].read_text()) == {**common, "kind": "ensembler", "where": "ensemble"}
+
+
+# -- models that cannot run together, or at all ------------------------------------------------------
+
+
+def test_a_model_whose_plugin_is_not_installed_names_it_its_config_and_what_to_install(
+    models, synthetic_vspw, run_zoo, tmp_path
+):
+    # The child process has no zoo-faulty: the model's head is unknown there.
+    path = pipeline_file(tmp_path, synthetic_vspw.root, [("tiny", models["tiny"]), ("boom", models["exploding"])])
+    result = run_zoo("run", path, "--out", tmp_path / "out")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = error_lines(result.stderr)
+    assert line.startswith(
+        f"error: models[1] (boom): {models['exploding'] / 'config.json'}: cannot rebuild the model: unknown head "
+        "'exploding'; installed heads: "
+    )
+    assert line.endswith("(it was saved with: zoo-core 0.1.0, zoo-faulty 0.3.1; install those distributions)")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda names: names.__setitem__(5, "renamed"),
+            "error: models[1] (b): class 5 is 'renamed', but 'class-5' in models[0] (a); an ensemble needs models "
+            "trained on the same label set, the classes in the same order",
+        ),
+        (
+            lambda names: names.reverse(),
+            "error: models[1] (b): class 0 is 'class-123', but 'class-0' in models[0] (a); an ensemble needs models "
+            "trained on the same label set, the classes in the same order",
+        ),
+        (
+            lambda names: names.pop(),
+            "error: models[1] (b): its config.json lists 123 class names, that of models[0] (a) 124; an ensemble "
+            "needs models trained on the same label set, the classes in the same order",
+        ),
+    ],
+)
+def test_models_with_as_many_but_other_classes_name_the_first_difference(
+    models, synthetic_vspw, run_zoo, tmp_path, change, message
+):
+    other = Path(shutil.copytree(models["tiny"], tmp_path / "other"))
+    config = json.loads((other / "config.json").read_text())
+    change(config["class_names"])
+    (other / "config.json").write_text(json.dumps(config))
+    path = pipeline_file(tmp_path, synthetic_vspw.root, [("a", models["tiny"]), ("b", other)])
+    result = run_zoo("run", path, "--out", tmp_path / "out")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert error_lines(result.stderr) == [message]
+
+
+@pytest.mark.parametrize("names", [None, 5, ["wall", 3]])
+def test_class_names_that_are_absent_or_not_names_are_one_line(models, synthetic_vspw, run_zoo, tmp_path, names):
+    other = Path(shutil.copytree(models["tiny"], tmp_path / "other"))
+    config = json.loads((other / "config.json").read_text())
+    if names is None:
+        del config["class_names"]
+    else:
+        config["class_names"] = names
+    (other / "config.json").write_text(json.dumps(config))
+    path = pipeline_file(tmp_path, synthetic_vspw.root, [("a", models["tiny"]), ("b", other)])
+    result = run_zoo("run", path, "--out", tmp_path / "out")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    expected = (
+        "error: models[1] (b): its config.json records no class names, that of models[0] (a) does; an ensemble"
+        if names is None
+        else f"error: {other / 'config.json'}: class_names must be a list of names; restore the file or pull it again"
+    )
+    (line,) = error_lines(result.stderr)
+    assert line.startswith(expected)
+
+
+FLAT_PLUGIN = '''
+from torch import nn
+
+from zoo_core import hookimpl
+
+
+class Flat(nn.Module):
+    """A backbone that does not say what its feature maps are (no channels, no strides)."""
+
+    def forward(self, images):
+        return [images]
+
+
+@hookimpl
+def zoo_backbones():
+    return {"flat": Flat}
+'''
+
+
+def test_a_plugin_backbone_without_channels_and_strides_is_named(synthetic_vspw, run_zoo, tmp_path):
+    site = Site(tmp_path / "site")
+    site.root.mkdir()
+    site.add("zoo-flat", "0.2.0", "zoo_flat", FLAT_PLUGIN, entry_point="flat")
+    model = {"num_classes": 124, "backbone": {"type": "flat"}, "heads": TINY_MODEL["heads"]}
+    path = train_file(tmp_path, synthetic_vspw.root, model, {"type": "ce"})
+    result = run_zoo("train", path, "--out", tmp_path / "out", env=site.env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert error_lines(result.stderr) == [
+        "error: backbone 'flat' (zoo-flat 0.2.0) has no `channels` and `strides` (one per feature map, given to "
+        "the heads); its plugin does not follow zoo_core.interfaces.Backbone: update the plugin or report it to "
+        "its maintainers"
+    ]
+
+
+def test_the_png_writer_is_closed_whatever_fails(models, synthetic_vspw, tmp_path, monkeypatch):
+    from zoo_core.errors import DataError
+    from zoo_core.inference.sinks import PngWriter
+    from zoo_core.pipeline import run
+    from zoo_core.pipeline.schema import load_pipeline
+
+    writers = []
+
+    class Recorded(PngWriter):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.closed = False
+            writers.append(self)
+
+        def close(self):
+            super().close()
+            self.closed = True
+
+    monkeypatch.setattr(run, "PngWriter", Recorded)
+    root = Path(shutil.copytree(synthetic_vspw.root, tmp_path / "data"))
+    path = pipeline_file(tmp_path, root, [("tiny", models["tiny"])])
+    run.run_pipeline(load_pipeline(path), tmp_path / "good", log=lambda message: None)
+    assert [w.closed for w in writers] == [True]
+
+    # A video without frames fails when the frames are counted, before the first prediction.
+    for frame in (root / "data" / synthetic_vspw.splits["val"][-1] / "origin").iterdir():
+        frame.unlink()
+    with pytest.raises(DataError, match="holds no .jpg or .png frames"):
+        run.run_pipeline(load_pipeline(path), tmp_path / "bad", log=lambda message: None)
+    assert all(w.closed for w in writers), "a PNG writer was left open"
 
 
 # -- the run directory ---------------------------------------------------------------------------

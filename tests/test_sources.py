@@ -218,6 +218,25 @@ def test_keep_list_cache_reused_and_invalidated(tmp_path: Path, _cache: Path, mo
     assert len(build(0.8)) == 4 and len(reads) == 16
 
 
+def test_a_split_cannot_put_the_cache_file_outside_the_cache(tmp_path: Path, _cache: Path):
+    # The split's text used to be the file name: labelled/coco-stuff-x/../../../coco/shared-<digest>.json is
+    # tmp_path/coco/shared-<digest>.json. The folders x/ exist, so the split still reaches the images.
+    root = tmp_path / "data" / "coco"
+    for stem, label in (("a", _labelled(100)), ("b", _labelled(10))):
+        _write(root / "shared" / f"{stem}.jpg", root / "shared" / f"{stem}.png", label)
+    (root / "images" / "x").mkdir(parents=True)
+    (root / "stuffthingmaps_trainval2017" / "x").mkdir(parents=True)
+    split = "x/../../../coco/shared"
+    for _ in range(2):  # scanned, then read from the cache
+        train_set = build_train_set(
+            [SourceSpec(type="coco-stuff", root=root, split=split, min_labelled=0.8)], None, None, 0, progress=False
+        )
+        assert [train_set.parts[0].dataset.pairs[i].image.name for i in train_set.parts[0].indices] == ["a.jpg"]
+    written = sorted(tmp_path.rglob("*.json"))
+    assert [p.parent for p in written] == [_cache / "labelled"]
+    assert written[0].name.startswith("coco-stuff-x_.._.._.._coco_shared-")
+
+
 def test_nothing_left_after_the_filter(tmp_path: Path):
     root = make_coco(tmp_path / "coco", {"train2017": [_labelled(10)]})
     with pytest.raises(DataError, match=r"train.sources\[0\]: no image .* lower train.sources\[0\].min_labelled"):
@@ -359,3 +378,27 @@ def test_zoo_train_on_a_mix(tmp_path: Path, run_zoo, _cache: Path):
         in result.stderr
     )
     assert (tmp_path / "run" / "model.safetensors").is_file() and list((_cache / "labelled").glob("*.json"))
+
+
+def test_a_failing_remapper_is_reported_as_a_component_naming_the_file(tmp_path):
+    from zoo_core.data.layouts import RemappedImages
+    from zoo_core.data.sources import _reported
+    from zoo_core.errors import ComponentError
+
+    class Faulty:
+        lut = np.full(256, 255, dtype=np.uint8)
+
+        def __call__(self, mask):
+            raise ValueError("no table for this mask")
+
+        def keep(self, mask):
+            raise KeyError("threshold")
+
+    root = make_coco(tmp_path / "coco", {"train2017": [np.array([[0, 1], [1, 1]], dtype=np.uint8)]})
+    images = RemappedImages("coco-stuff", root, "train", Faulty(), "remapper 'faulty' (zoo-faulty 0.1)")
+    with pytest.raises(ComponentError) as err:
+        images.load_mask(0)
+    assert str(err.value).startswith("remapper 'faulty' (zoo-faulty 0.1) failed on ")
+    assert str(err.value).endswith("ValueError: no table for this mask")
+    with pytest.raises(ComponentError, match=r"^remapper 'faulty' \(zoo-faulty 0.1\) failed: KeyError: 'threshold'$"):
+        _reported(Faulty().keep, "remapper 'faulty' (zoo-faulty 0.1)")(np.zeros((2, 2), np.uint8))

@@ -18,7 +18,8 @@ from zoo_core.errors import PluginError
 from zoo_core.model_dir import load_model_dir
 from zoo_core.plugins import get_registry, load_registry, reset_registry
 from zoo_core.testing import TINY_MODEL, SyntheticVSPW
-from zoo_core.testing.pytest_plugin import TINY_MODEL_STEPS, isolated_zoo
+from zoo_core.testing.pytest_plugin import TINY_MODEL_STEPS
+from zoo_core.testing.support import isolated_zoo
 
 pytest_plugins = ["pytester"]
 

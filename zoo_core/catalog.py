@@ -302,10 +302,15 @@ def clash_message(entries: Iterable[Entry]) -> str:
 
 
 def _matches(entry: Entry, pattern: str) -> bool:
-    names = (entry.name, entry.qualified_name, entry.plugin)
-    return any(fnmatch.fnmatchcase(text, pattern) for text in names) or fnmatch.fnmatchcase(
-        _normalize(entry.distribution), _normalize(pattern)
+    names = (entry.name, entry.qualified_name)
+    return any(fnmatch.fnmatchcase(text, pattern) for text in names) or plugin_matches(
+        entry.plugin, entry.distribution, pattern
     )
+
+
+def plugin_matches(plugin: str, distribution: str, pattern: str) -> bool:
+    """Whether ``pattern`` (a wildcard) names the plugin or its distribution (in any PEP 503 spelling)."""
+    return fnmatch.fnmatchcase(plugin, pattern) or fnmatch.fnmatchcase(_normalize(distribution), _normalize(pattern))
 
 
 def _normalize(distribution: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-import os
 import sys
 
 import click
@@ -38,11 +37,15 @@ class ZooGroup(click.Group):
     help from the source, so listing them imports none.
     """
 
-    def invoke(self, ctx: click.Context):
+    def main(self, *args, **kwargs):
+        # Here rather than in invoke(): click builds `--help` (and looks up plugin commands)
+        # while parsing, before invoke() runs.
         try:
-            return super().invoke(ctx)
+            return super().main(*args, **kwargs)
         except ZooError as exc:
-            if os.environ.get("ZOO_DEBUG"):
+            from .plugins import env_flag
+
+            if env_flag("ZOO_DEBUG"):
                 raise
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
@@ -122,8 +125,7 @@ def _commands_of(manager) -> dict[str, click.Command]:
 )
 def list_command(pattern: str | None, kind: str | None, weights: bool, as_json: bool) -> None:
     """Installed plugins and their components; PATTERN is a shell-style wildcard."""
-    import fnmatch
-
+    from .catalog import plugin_matches
     from .plugins import get_registry
 
     if weights:
@@ -139,13 +141,7 @@ def list_command(pattern: str | None, kind: str | None, weights: bool, as_json: 
     plugins = [
         p
         for p in registry.plugins
-        if (
-            not pattern
-            or fnmatch.fnmatchcase(p.name, pattern)
-            or fnmatch.fnmatchcase(p.distribution, pattern)
-            or provides(p)
-        )
-        and (not kind or provides(p))
+        if (not pattern or plugin_matches(p.name, p.distribution, pattern) or provides(p)) and (not kind or provides(p))
     ]
     if as_json:
         click.echo(

@@ -178,9 +178,10 @@ def zoo_ensemblers() -> Factories:
 def zoo_registry_cards() -> list:
     """Registry cards of published weights: a list of card files (paths) or card mappings.
 
-    Each card follows :class:`zoo_core.hub.cards.Card` (name, plugin, model, class names,
-    Hub ``repo_id``/``revision``/``filename``/``sha256``, metrics, license). ``zoo list
-    --weights`` shows them and ``zoo pull NAME`` downloads and verifies their weights.
+    Each card follows the format of ``registry/README.md`` (name, plugin, model, class names,
+    ``hub.repo_id``, ``hub.revision`` (a full commit id), ``hub.files`` (the sha256 of
+    ``config.json`` and of the weights), metrics, license). ``zoo list --weights`` shows them
+    and ``zoo pull NAME`` downloads and verifies every file.
 
     Example::
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Union
 
@@ -57,13 +58,21 @@ def build_segmentor(config: ModelSpec | dict[str, Any], catalog: Catalog | None 
 
         catalog = get_catalog()
     backbone = catalog.build("backbone", spec.backbone.type, spec.backbone.args)
+    try:
+        channels, strides = list(backbone.channels), list(backbone.strides)
+    except (AttributeError, TypeError):  # a plugin's backbone that does not follow the Backbone interface
+        raise ConfigError(
+            f"{catalog.get('backbone', spec.backbone.type).describe()} has no `channels` and `strides` (one per "
+            "feature map, given to the heads); its plugin does not follow zoo_core.interfaces.Backbone: "
+            "update the plugin or report it to its maintainers"
+        ) from None
     heads = [
         catalog.build(
             "head",
             head.type,
             head.args,
-            in_channels=list(backbone.channels),
-            in_strides=list(backbone.strides),
+            in_channels=channels,
+            in_strides=strides,
             num_classes=spec.num_classes,
         )
         for head in spec.heads
@@ -82,20 +91,32 @@ def find_component(kind: str, name: str) -> Entry:
     return get_catalog().get(kind, name)
 
 
-def save_model_dir(model: nn.Module, model_config: dict, out_dir: PathLike, extra: dict | None = None) -> None:
+def save_model_dir(
+    model: nn.Module,
+    model_config: ModelSpec | dict,
+    out_dir: PathLike,
+    extra: dict | None = None,
+    components: Sequence[tuple[str, str, str]] = (),
+) -> None:
     """Save ``model`` (built from ``model_config``) as ``out_dir/model.safetensors`` + ``out_dir/config.json``.
 
-    ``extra`` (class names, training facts) is merged into config.json at top level. The
+    ``extra`` (class names, training facts) is merged into config.json at top level.
+    ``components`` are ``(path, kind, name)`` of what else shaped the weights (the training
+    loss, the remappers), recorded in its provenance beside the backbone and heads. The
     weights are written first, so a present config.json means a complete directory.
     """
     from safetensors.torch import save_model
 
+    if isinstance(model_config, ModelSpec):
+        model_config = model_config.config()
     extra = dict(extra or {})
     clash = sorted(set(extra) & set(RESERVED_KEYS))
     if clash:
         raise ConfigError(f"extra keys {', '.join(clash)} are reserved in {CONFIG_NAME}; rename them")
-    record = provenance(model_components(model_config))
-    plugins = {c["distribution"]: c["version"] for c in record["components"]}
+    architecture = model_components(model_config)
+    record = provenance(architecture + list(components))
+    # The distributions needed to rebuild the model (what to install), not every one that trained it.
+    plugins = {c["distribution"]: c["version"] for c in record["components"][: len(architecture)]}
     config = {
         "format": FORMAT,
         "model": model_config,
@@ -194,13 +215,19 @@ def load_model_dir(path: PathLike, device: str | torch.device = "cpu") -> tuple[
     try:
         model = build_segmentor(config["model"])
     except ConfigError as exc:
-        plugins = ", ".join(f"{d} {v}" for d, v in config.get("plugins", {}).items()) or "none recorded"
-        raise ConfigError(
-            f"{path / CONFIG_NAME}: cannot rebuild the model: {exc} "
-            f"(it was saved with: {plugins}; install those distributions)"
-        ) from None
-    load_weights(model, weights_path, f"the architecture in {CONFIG_NAME}")
+        raise cannot_rebuild(path / CONFIG_NAME, config, exc) from None
+    load_weights(model, weights_path, f"the architecture in {CONFIG_NAME}", config=config)
     return model.to(device).eval(), config
+
+
+def cannot_rebuild(config_path: Path, config: dict[str, Any], problem: ConfigError) -> ConfigError:
+    """The error for a ``config.json`` whose components are not installed: it names the distributions to install."""
+    plugins = config.get("plugins")
+    recorded = ", ".join(f"{d} {v}" for d, v in plugins.items()) if isinstance(plugins, dict) else ""
+    return ConfigError(
+        f"{config_path}: cannot rebuild the model: {problem} "
+        f"(it was saved with: {recorded or 'none recorded'}; install those distributions)"
+    )
 
 
 # The precisions a model directory may store its floating tensors in when its config.json says so
@@ -209,19 +236,22 @@ STORED_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfl
 _SAFETENSORS_FLOATS = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
-def load_weights(model: nn.Module, weights_path: Path, architecture: str) -> None:
+def load_weights(
+    model: nn.Module, weights_path: Path, architecture: str, *, config: dict[str, Any] | None = None
+) -> None:
     """Load a safetensors file into ``model`` strictly; errors name the file and the missing/unexpected keys.
 
     Every floating parameter must be stored in its own dtype, or in the ``dtype`` that the
     ``config.json`` beside the file declares (then it is cast): no other precision, and no
     bool or integer tensor, goes into a floating parameter silently. Weights that are NaN or
-    infinite are refused, naming the tensor.
+    infinite are refused, naming the tensor. ``config``: that config.json already parsed
+    (else it is read here).
     """
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_model
 
     weights_path = Path(weights_path)
-    declared = _declared_dtype(weights_path)
+    declared = _declared_dtype(weights_path, config)
     try:
         with safe_open(str(weights_path), "pt") as file:  # the header only: dtypes are checked before loading
             stored = {name: file.get_slice(name).get_dtype() for name in file.keys()}
@@ -249,17 +279,18 @@ def load_weights(model: nn.Module, weights_path: Path, architecture: str) -> Non
             )
 
 
-def _declared_dtype(weights_path: Path) -> torch.dtype | None:
-    """The ``dtype`` that the config.json beside ``weights_path`` declares for the stored tensors, if any."""
+def _declared_dtype(weights_path: Path, config: dict[str, Any] | None = None) -> torch.dtype | None:
+    """The ``dtype`` that the config.json beside ``weights_path`` (or ``config``, parsed) declares for its tensors."""
     config_path = weights_path.parent / CONFIG_NAME
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # no config.json (reading it is the caller's business)
+    if config is None:
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # no config.json (reading it is the caller's business)
     declared = config.get("dtype") if isinstance(config, dict) else None
     if declared is None:
         return None
-    if declared not in STORED_DTYPES:
+    if not isinstance(declared, str) or declared not in STORED_DTYPES:
         raise DataError(
             f"{config_path}: dtype {declared!r} is not one of {', '.join(STORED_DTYPES)}; "
             "convert the weights again with zoo convert --dtype"

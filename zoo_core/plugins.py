@@ -61,7 +61,7 @@ class Registry:
         return [p for p in self.plugins if p.status == "broken"]
 
 
-def _env_flag(name: str) -> bool:
+def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
@@ -83,10 +83,10 @@ def load_registry(
     """
     wanted = None if distributions is None else {_normalize(d) for d in distributions} - {CORE_DISTRIBUTION}
     if autoload is None:
-        autoload = wanted is not None or not _env_flag("ZOO_DISABLE_PLUGIN_AUTOLOAD")
+        autoload = wanted is not None or not env_flag("ZOO_DISABLE_PLUGIN_AUTOLOAD")
     strict_from_env = strict is None
     if strict is None:
-        strict = _env_flag("ZOO_STRICT_PLUGINS")
+        strict = env_flag("ZOO_STRICT_PLUGINS")
 
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
@@ -155,7 +155,7 @@ def _register(
         record.error = f"{stage} failed: {type(exc).__name__}: {exc}"
         if plugin is not None and manager.is_registered(plugin):
             manager.unregister(plugin)
-        if _env_flag("ZOO_DEBUG"):
+        if env_flag("ZOO_DEBUG"):
             traceback.print_exc(file=sys.stderr)
         return
     for entry in entries:

@@ -48,7 +48,8 @@ def cpu_bf16_support(
     ``ONEDNN_MAX_CPU_ISA`` (or ``DNNL_MAX_CPU_ISA``) environment variable, ``onednn`` to
     ``torch.backends.mkldnn.is_available()``; tests pass them to stand for other CPUs.
     """
-    flags = torch.cpu.get_capabilities() if flags is None else flags
+    if flags is None:  # torch releases before get_capabilities() report nothing: fp32 is the safe choice
+        flags = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
     if onednn_max_isa is None:
         onednn_max_isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
     onednn = torch.backends.mkldnn.is_available() if onednn is None else onednn
@@ -79,10 +80,11 @@ def bf16_support(device: torch.device) -> Bf16Support:
     """Native bf16 on ``device`` (CUDA: bf16 without emulation; CPU: see :func:`cpu_bf16_support`)."""
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
-        return Bf16Support(
-            torch.cuda.is_bf16_supported(including_emulation=False),
-            f"GPU {torch.cuda.get_device_name(device)} (sm_{major}{minor})",
-        )
+        try:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # older torch: no emulation fallback to rule out
+            native = torch.cuda.is_bf16_supported()
+        return Bf16Support(native, f"GPU {torch.cuda.get_device_name(device)} (sm_{major}{minor})")
     if device.type == "cpu":
         return cpu_bf16_support()
     return Bf16Support(False, f"{device.type} device")  # not measured here: fp32 is the safe choice

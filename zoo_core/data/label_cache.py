@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from ..interfaces import Remapper
 Log = Callable[[str], None]
 
 CACHE_VERSION = 1
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]+")  # in a cache file's name
 
 
 def cache_dir() -> Path:
@@ -56,7 +58,9 @@ def labelled_subset(
         "threshold": threshold,
     }
     digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
-    path = cache_dir() / "labelled" / f"{dataset.kind}-{dataset.split.replace('+', '_')}-{digest[:20]}.json"
+    # The split is the user's text (`train+val`, or `a/../..`): only its safe characters go into the file name.
+    label = _UNSAFE_IN_NAME.sub("_", f"{dataset.kind}-{dataset.split}")[:60]
+    path = cache_dir() / "labelled" / f"{label}-{digest[:20]}.json"
     kept = _read_keep_list(path, record, keys)
     if kept is None:
         bar = tqdm(

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, component_errors
 from ..interfaces import Remapper
 from .vspw import TrainFrames, VSPWDataset, decoded_image
 
@@ -160,11 +160,14 @@ def _decoded(path: Path, what: str):
 class RemappedImages:
     """The images of one split of COCO-Stuff, ADE20K or Cityscapes, label maps remapped to VSPW train ids."""
 
-    def __init__(self, kind: str, root: str | Path, split: str, remapper: Remapper) -> None:
+    def __init__(
+        self, kind: str, root: str | Path, split: str, remapper: Remapper, remapper_label: str = "remapper"
+    ) -> None:
         if kind not in LAYOUTS:
             raise ConfigError(f"unknown dataset layout {kind!r}; choose one of: {', '.join(LAYOUTS)}")
         self.kind, self.root, self.split = kind, Path(root), split
         self.remapper = remapper
+        self.remapper_label = remapper_label  # how an error of the remapper names it
         self.pairs = list_pairs(kind, self.root, split)
 
     def __len__(self) -> int:
@@ -190,7 +193,8 @@ class RemappedImages:
                 f"{self.kind} label map {path} has values its remapping table does not list: "
                 f"{bad[:5].tolist()}{' ...' if len(bad) > 5 else ''}; is it a {self.kind} label map?"
             )
-        return np.asarray(self.remapper(raw), dtype=np.uint8)
+        with component_errors(self.remapper_label, f"on {path}"):
+            return np.asarray(self.remapper(raw), dtype=np.uint8)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """HxWx3 uint8 RGB image and HxW uint8 train-id mask, like :meth:`VSPWDataset.load`."""

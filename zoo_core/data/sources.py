@@ -4,13 +4,13 @@ mix of all sources (:mod:`.sampler`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, component_errors
 from ..interfaces import IGNORE_INDEX, Remapper
 from .classes import NUM_CLASSES, VSPW_CLASSES
 from .label_cache import Log, labelled_subset, remapping_fingerprint, stderr_log
@@ -57,19 +57,25 @@ def build_train_set(
         except ConfigError as exc:
             raise ConfigError(f"{field}.remapper: {exc}") from exc
         _check_lut(remapper, f"{field}.remapper ({remapper_name})")
-        resolved.append((field, source, Path(root), remapper))
+        label = f"{get_catalog().get('remapper', remapper_name).describe()} of {field}"
+        resolved.append((field, source, Path(root), remapper, label))
 
     parts, class_names = [], None
-    for field, source, root, remapper in resolved:
+    for field, source, root, remapper, label in resolved:
         if source.type == "vspw":
             dataset: Any = VSPWFrames(root, source.split)
             class_names = class_names or dataset.class_names
         else:
-            dataset = RemappedImages(source.type, root, source.split, remapper)
+            dataset = RemappedImages(source.type, root, source.split, remapper, label)
         indices: Sequence[int] = range(len(dataset))
         if source.min_labelled > 0:
             indices = labelled_subset(
-                dataset, remapper.keep, source.min_labelled, remapping_fingerprint(remapper), progress=progress, log=log
+                dataset,
+                _reported(remapper.keep, label),
+                source.min_labelled,
+                remapping_fingerprint(remapper),
+                progress=progress,
+                log=log,
             )
         if not indices:
             raise DataError(
@@ -84,6 +90,16 @@ def build_train_set(
         )
         log(f"training mix ({len(train_set):,} samples per epoch): {mix}")
     return train_set
+
+
+def _reported(keep: Callable[[np.ndarray], bool], label: str) -> Callable[[np.ndarray], bool]:
+    """The remapper's filter, its failures reported as the remapper's (one line, no traceback)."""
+
+    def checked(mask: np.ndarray) -> bool:
+        with component_errors(label):
+            return keep(mask)
+
+    return checked
 
 
 def _check_lut(remapper: Remapper, where: str) -> None:

@@ -233,16 +233,17 @@ def read_split_file(split_file: Path) -> list[str]:
 
     Each name must be one plain folder name under ``data/``: no path separator, not ``.`` or
     ``..``, no drive, no NUL, so that nothing derived from it (predictions, statistics) can land
-    outside the folders it is written to. The file must be UTF-8. Errors name the file and line.
+    outside the folders it is written to. The file must be UTF-8 (with or without a byte order
+    mark). Errors name the file and line.
     """
     try:
         raw = split_file.read_bytes()
     except OSError as exc:
         raise DataError(f"split file {split_file}: cannot read it ({exc.strerror or exc})") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # without the byte order mark Notepad writes, not part of the first name
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+        line = exc.object[: exc.start].count(b"\n") + 1
         raise DataError(
             f"split file {split_file}, line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
             "save it as UTF-8, one video folder name per line"

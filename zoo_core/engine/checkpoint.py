@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ def save_checkpoint(
     extra: dict,
     optimizer: torch.optim.Optimizer | None = None,
     state: dict | None = None,
+    components: Sequence[tuple[str, str, str]] = (),
 ) -> Path:
     """Write ``folder/iter_N`` atomically; without an optimizer it is a bare model directory (SWA snapshots)."""
     from safetensors.torch import save_file
@@ -59,7 +61,7 @@ def save_checkpoint(
     tmp = folder / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir(parents=True)
     try:
-        save_model_dir(model, model_config, tmp, extra=dict(extra, iteration=iteration))
+        save_model_dir(model, model_config, tmp, extra=dict(extra, iteration=iteration), components=components)
         if optimizer is not None:
             tensors, groups = _flatten_optimizer(optimizer.state_dict())
             save_file(tensors, str(tmp / OPTIMIZER_NAME))

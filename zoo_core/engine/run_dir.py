@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..fileio import atomic_write_text
 from ..model_dir import CONFIG_NAME, WEIGHTS_NAME
 from ..pipeline.schema import Pipeline
@@ -37,7 +37,14 @@ def check_run_dir(pipeline: Pipeline, out: Path, resume: bool) -> Path | None:
             )
         return None
     if record_path.is_file():
-        before = json.loads(record_path.read_text())
+        try:
+            before = json.loads(record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise DataError(
+                f"{record_path} is unreadable ({exc}); it records the pipeline that started the run, which "
+                "--resume compares with yours: restore it, delete it to resume without that check, "
+                "or train into another --out"
+            ) from None
         now = run_fingerprint(pipeline)
         changed = sorted(differences(before, now))
         if changed:
@@ -53,7 +60,7 @@ def finished(out: Path, last: int) -> bool:
     """Whether ``out`` holds the final model of a run of ``last`` iterations."""
     try:
         return json.loads((out / CONFIG_NAME).read_text()).get("iteration") == last
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # missing, torn, or not an object
         return False
 
 
@@ -73,10 +80,38 @@ def start_run_dir(pipeline: Pipeline, out: Path, step: int) -> None:
 
 
 def truncate_log(path: Path, step: int) -> None:
-    """Drop log records past the checkpoint being resumed: they are about to be recomputed."""
+    """Drop log records past the checkpoint being resumed: they are about to be recomputed.
+
+    A last line cut short (the run was killed while writing it) goes too: it is past the
+    checkpoint, which is written after its iteration's record. A file that does not end
+    with a newline is rewritten, so that the next record starts a line of its own.
+    """
     if not path.is_file():
         return
-    lines = path.read_text().splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line).get("iter", 0) <= step]
-    if len(kept) != len(lines):
+    text = path.read_bytes().decode("utf-8", errors="replace")  # records are ASCII: bad bytes mean a bad line
+    lines = text.splitlines()
+    last = max((number for number, line in enumerate(lines, start=1) if line.strip()), default=0)
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        iteration = _logged_iteration(line)
+        if iteration is None and number < last:
+            raise DataError(
+                f"{path}, line {number}: not a record of zoo train ({line[:60]!r}); "
+                "delete that line (or the whole log, which only informs) and resume again"
+            )
+        if iteration is not None and iteration <= step:
+            kept.append(line)
+    if kept != lines or (text and not text.endswith("\n")):
         atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _logged_iteration(line: str) -> int | None:
+    """The ``iter`` of a log line, or None for a line that is not a whole record."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    iteration = record.get("iter") if isinstance(record, dict) else None
+    return iteration if isinstance(iteration, int) and not isinstance(iteration, bool) else None

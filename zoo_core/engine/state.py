@@ -45,6 +45,7 @@ class TrainState:
     extra: dict
     model_label: str = "the model"  # how error messages name the model and the loss
     loss_label: str = "the loss"
+    components: tuple[tuple[str, str, str], ...] = ()  # (path, kind, name) that shape the weights besides the model
     trained: torch.nn.Module = field(init=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +88,7 @@ class TrainState:
             extra,
             model_label=describe_model(None, model_config, catalog),
             loss_label=loss_label,
+            components=training_components(spec),
         )
 
     def restore(self, checkpoint: Path | None, log: Callable[[str], None]) -> int:
@@ -131,7 +133,8 @@ class TrainState:
                         f"training diverged at iteration {iteration} (loss {total}); lower train.lr "
                         "or set train.grad_clip"
                     )
-                self.scaler.scale(loss / spec.accum_steps).backward()
+                with component_errors(f"{self.loss_label}, backward through {self.model_label},"):
+                    self.scaler.scale(loss / spec.accum_steps).backward()
             head_totals += head_losses.detach() / spec.accum_steps
         if spec.grad_clip:
             self.scaler.unscale_(self.optimizer)
@@ -146,24 +149,39 @@ class TrainState:
             outputs = self.trained(images)
         with component_errors(self.loss_label):
             losses = [
-                head.loss_weight * self.loss_fn(output, targets, LossContext(images, iteration, self.spec.max_iters, i))
-                for i, (head, output) in enumerate(zip(self.model.heads, outputs))
+                self.loss_fn(output, targets, LossContext(images, iteration, self.spec.max_iters, i))
+                for i, output in enumerate(outputs)
             ]
-        return torch.stack([value.float() for value in losses])
+            for value in losses:
+                if not isinstance(value, torch.Tensor) or value.dim() != 0:
+                    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                    raise TypeError(f"a loss must return a scalar tensor, got {shape}")
+            return torch.stack([(head.loss_weight * value).float() for head, value in zip(self.model.heads, losses)])
 
     def checkpoint(self, folder: Path, iteration: int) -> None:
         """A resumable checkpoint (weights, optimizer, scaler); only the newest ``keep_checkpoints`` are kept."""
         if self.world.is_main:
             state = {"scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None}
-            save_checkpoint(folder, iteration, self.model, self.model_config, self.extra, self.optimizer, state)
+            save_checkpoint(
+                folder, iteration, self.model, self.model_config, self.extra, self.optimizer, state, self.components
+            )
             prune_checkpoints(folder, self.spec.keep_checkpoints)
         distributed.barrier(self.world)
 
     def snapshot(self, folder: Path, iteration: int) -> None:
         """The weights alone (an SWA snapshot, averaged at the end)."""
         if self.world.is_main:
-            save_checkpoint(folder, iteration, self.model, self.model_config, self.extra)
+            save_checkpoint(folder, iteration, self.model, self.model_config, self.extra, components=self.components)
         distributed.barrier(self.world)
+
+
+def training_components(spec: TrainSpec) -> tuple[tuple[str, str, str], ...]:
+    """``(path, kind, name)`` of the loss and the remappers: recorded in a trained model's provenance."""
+    sources = [
+        (f"train.sources[{i}]", "remapper", source.remapper or source.type)
+        for i, source in enumerate(spec.sources or [])
+    ]
+    return (("train.loss", "loss", spec.loss.type), *sources)
 
 
 def _load_initial_weights(model: torch.nn.Module, ref: str, log: Callable[[str], None]) -> None:

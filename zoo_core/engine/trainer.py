@@ -154,5 +154,5 @@ def _save_final_model(state: TrainState, pipeline: Pipeline, out: Path, log: Cal
             average_model_dirs(snapshots, out, extra=dict(final_extra, swa_snapshots=len(snapshots)))
             log(f"averaged {len(snapshots)} SWA snapshots")
         else:
-            save_model_dir(state.model.eval(), state.model_config, out, extra=final_extra)
+            save_model_dir(state.model.eval(), state.model_config, out, extra=final_extra, components=state.components)
     distributed.barrier(world)

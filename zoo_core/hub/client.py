@@ -457,6 +457,7 @@ class _Hub:
         """The file's sha256, hashed again only if its size or modification time changed since the last pull.
 
         The record is kept in the cache, keyed by the file's real path (a blob, or a ``local_dir`` copy).
+        It only saves time: a cache the user cannot write to (a read-only shared cache) goes without.
         """
         real = path.resolve()
         stat = real.stat()
@@ -466,10 +467,11 @@ class _Hub:
             if (seen["path"], seen["size"], seen["mtime_ns"]) == (str(real), stat.st_size, stat.st_mtime_ns):
                 return seen["sha256"]
         digest = file_sha256(real)
-        atomic_write_text(
-            record,
-            json.dumps({"path": str(real), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}),
-        )
+        with contextlib.suppress(OSError):
+            atomic_write_text(
+                record,
+                json.dumps({"path": str(real), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}),
+            )
         return digest
 
     @contextlib.contextmanager

@@ -311,11 +311,10 @@ def serve_command(
     access = f"tokens from {token_file}" if tokens else "open (no token needed)"
     click.echo(f"access: {access}{', read-only' if read_only else ''}; press Ctrl-C to stop")
     if tokens is None and not _is_loopback(host):
-        click.echo(
-            f"warning: --host {host} without --token-file: anyone who can reach this port can write to the hub "
-            "and read its private repositories",
-            err=True,
-        )
+        can = "write to the hub and read its private repositories"
+        if read_only:
+            can = "read every repository on the hub, the private ones too"
+        click.echo(f"warning: --host {host} without --token-file: anyone who can reach this port can {can}", err=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
     try:
         hub.serve_forever()
@@ -346,12 +345,9 @@ def gc_command(root: Path, dry_run: bool) -> None:
 
     Safe while `zoo hub serve` runs on ROOT: it holds the root's lock, as commits do.
     """
-    from ..errors import ConfigError
     from .store import Store
 
-    if not (root / "blobs").is_dir():
-        raise ConfigError(f"{root} is not a hub root (it has no blobs/ folder); give the folder `zoo hub serve` serves")
-    removed = Store(root).collect_garbage(dry_run=dry_run)
+    removed = Store(root, create=False).collect_garbage(dry_run=dry_run)
     for path, size in removed:
         click.echo(f"{'would remove' if dry_run else 'removed'} {path.relative_to(root)} ({size} bytes)")
     total = sum(size for _, size in removed)

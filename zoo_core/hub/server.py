@@ -44,7 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .store import (
     CHUNK,
     REPO_TYPES,
@@ -66,6 +66,8 @@ DEFAULT_MAX_FILE_SIZE = 5 << 30
 DEFAULT_REQUEST_TIMEOUT = 60.0
 MAX_JSON_BYTES = 16 << 20  # preupload of many files, a README to validate
 MAX_LINE_BYTES = 1 << 20  # a commit line without its file contents: the header, a deletion
+MAX_METADATA_CHARACTERS = 1 << 20  # a README's YAML metadata block that validate-yaml parses
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: faster, and it bounds the nesting itself
 KEEP_ALIVE_SECONDS = 5  # an idle kept-alive connection is closed after this (uvicorn's default)
 LFS_URL_SECONDS = 3600  # an LFS upload URL is valid this long
 TOKEN_RE = re.compile(r"^[\x21-\x7e]{16,}$")
@@ -145,10 +147,16 @@ class ClientGone(Exception):
 OUTSIDE, STRING, CONTENT = "outside", "string", "content"
 
 
-def _find_first(data: bytes, characters: bytes, start: int) -> int:
-    """The index of the first of ``characters`` in ``data`` from ``start``, or -1 (a find per character: memchr)."""
-    found = [i for i in (data.find(c, start) for c in characters) if i >= 0]
-    return min(found) if found else -1
+# Where the text between JSON strings stops, and where the text inside a string does: one search per step, so
+# a run of escapes costs as much as its length (a find per character would scan to the end of the piece for each).
+OUTSIDE_STOP = re.compile(rb'["\n]')
+STRING_STOP = re.compile(rb'["\\\n]')
+
+
+def _find_first(stops: re.Pattern[bytes], data: bytes, start: int) -> int:
+    """The index of the first match of ``stops`` in ``data`` from ``start``, or -1."""
+    found = stops.search(data, start)
+    return found.start() if found else -1
 
 
 class Base64Sink:
@@ -215,7 +223,7 @@ class CommitReader:
         pos, end = 0, len(data)
         while pos < end:
             if self.state == OUTSIDE:
-                stop = _find_first(data, b'"\n', pos)
+                stop = _find_first(OUTSIDE_STOP, data, pos)
                 self._keep(data[pos : stop if stop >= 0 else end])
                 if stop < 0:
                     return
@@ -234,7 +242,7 @@ class CommitReader:
                     self._keep(b'"')
                     self.state = STRING
                 continue
-            stop = _find_first(data, b'"\\\n', pos)
+            stop = _find_first(STRING_STOP, data, pos)
             text = data[pos : stop if stop >= 0 else end]
             if self.state == STRING:
                 self._keep(text)
@@ -288,7 +296,7 @@ class CommitReader:
             return
         try:
             item = json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: nested too deep
             raise HubError(400, f"commit line {number} is not JSON (the body must be NDJSON)") from None
         if not isinstance(item, dict) or not isinstance(item.get("value"), dict):
             raise HubError(400, f"commit line {number} must be {{'key': ..., 'value': {{...}}}}")
@@ -381,6 +389,25 @@ class BlobResponse(Response):
                         "%s: the client read nothing for %s s; connection dropped", self.path.name, self.timeout
                     )
                     return
+
+
+def _metadata_errors(content: str) -> list[dict]:
+    """What is wrong with the YAML metadata block (between ``---`` lines) at the top of a README, if it has one."""
+    front = re.match(r"^---\r?\n(.*?)\r?\n---\r?\n", content, re.S)
+    if not front:
+        return []
+    if len(front[1]) > MAX_METADATA_CHARACTERS:
+        raise HubError(
+            413, f"the README's metadata block is over this hub's limit of {MAX_METADATA_CHARACTERS} characters"
+        )
+    try:
+        if not isinstance(yaml.load(front[1], Loader=YAML_LOADER) or {}, dict):
+            return [{"message": "the metadata block must be a YAML mapping"}]
+    except RecursionError:  # the pure-Python parser on deep nesting (libyaml stops at a depth of its own)
+        return [{"message": "the metadata block is not valid YAML: it is nested too deep"}]
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: a date like 2024-02-30, a character YAML cannot hold
+        return [{"message": f"the metadata block is not valid YAML: {exc}"}]
+    return []
 
 
 class HubApp:
@@ -505,8 +532,8 @@ class HubApp:
             if len(data) > MAX_JSON_BYTES:
                 raise HubError(413, f"request body is over the limit of {MAX_JSON_BYTES} bytes")
         try:
-            body = json.loads(data or b"{}")
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            body = await self._run(json.loads, bytes(data or b"{}"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: nested too deep
             body = None
         if not isinstance(body, dict):
             raise HubError(400, "the request body must be a JSON object")
@@ -589,12 +616,15 @@ class HubApp:
     async def _create_repo(self, request: Request, access: Access) -> Response:
         self._check_write(access)
         body = await self._json_body(request)
+        for key in ("type", "organization", "name", "visibility"):
+            if body.get(key) is not None and not isinstance(body[key], str):
+                raise HubError(400, f"{key!r} must be a string, not {json.dumps(body[key])[:100]}")
         repo_type = body.get("type") or "model"
         if repo_type not in URL_PREFIX:
             raise HubError(400, f"unknown repository type {repo_type!r}")
         if not body.get("organization"):
             raise HubError(400, "a repository id needs an organization: ORG/NAME")
-        repo_id = check_repo_id(str(body["organization"]), str(body.get("name", "")))
+        repo_id = check_repo_id(body["organization"], body.get("name") or "")
         private = body.get("visibility", "public") != "public" or bool(body.get("private"))
         if private and not access.token:
             raise HubError(401, "creating a private repository needs a token (set HF_TOKEN)")
@@ -607,15 +637,10 @@ class HubApp:
         return self._json({"url": url, "name": repo_id, "id": repo_id})
 
     async def _validate_yaml(self, request: Request) -> Response:
-        content = str((await self._json_body(request)).get("content", ""))
-        front = re.match(r"^---\r?\n(.*?)\r?\n---\r?\n", content, re.S)
-        errors = []
-        if front:
-            try:
-                if not isinstance(yaml.safe_load(front.group(1)) or {}, dict):
-                    errors.append({"message": "the metadata block must be a YAML mapping"})
-            except yaml.YAMLError as exc:
-                errors.append({"message": f"the metadata block is not valid YAML: {exc}"})
+        content = (await self._json_body(request)).get("content", "")
+        if not isinstance(content, str):
+            raise HubError(400, "validate-yaml expects {'content': the README's text}")
+        errors = await self._run(_metadata_errors, content)
         return self._json({"errors": errors, "warnings": []}, 400 if errors else 200)
 
     async def _tree(self, repo_type: str, repo_id: str, meta: dict, revision: str) -> tuple[str, dict]:
@@ -753,8 +778,12 @@ class HubApp:
             elif size > self.max_file_size:
                 error = {"code": 413, "message": f"{size} bytes is over this hub's limit of {self.max_file_size}"}
                 answers.append({"oid": oid, "size": size, "error": error})
-            elif oid in present or self.store.lfs_pending_path(repo_type, repo_id, oid).is_file():
-                answers.append({"oid": oid, "size": size})  # no actions: the hub has it
+            elif found := self.store.lfs_object(repo_type, repo_id, oid, present):
+                if found[1] == size:
+                    answers.append({"oid": oid, "size": size})  # no actions: the hub has it
+                else:
+                    error = {"code": 422, "message": f"object {oid} is {found[1]} bytes, not {size}"}
+                    answers.append({"oid": oid, "size": size, "error": error})
             else:
                 query = (
                     f"size={size}&expires={expires}&signature={self._signature(repo_type, repo_id, oid, size, expires)}"
@@ -883,9 +912,20 @@ class HubServer:
         lfs_min_size: int | None = None,
         shutdown_timeout: float = 5.0,
     ):
-        self.store = Store(Path(root))
-        for path, size in self.store.remove_stale_temp():
-            log.info("removed %s (%d bytes): an upload that never finished", path, size)
+        try:
+            self.store = Store(Path(root))
+            # Under the lock, as gc does: a commit may be claiming one of them. Only when there is something to
+            # remove, so that serving a root this user may not write (a read-only mirror) writes nothing.
+            if self.store.remove_stale_temp(dry_run=True):
+                with self.store.locked():
+                    for path, size in self.store.remove_stale_temp():
+                        log.info("removed %s (%d bytes): an upload that never finished", path, size)
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(root) else ""
+            raise DataError(
+                f"cannot use {root} as the hub's root: {exc.strerror or exc}{where}; "
+                "give a folder this user may create and write"
+            ) from None
         app = HubApp(self.store, tokens, read_only, max_file_size, request_timeout, lfs_min_size)
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         self._socket = socket.socket(family, kind, proto)

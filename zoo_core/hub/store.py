@@ -23,6 +23,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from typing import Any, BinaryIO
 
 from filelock import FileLock
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..fileio import atomic_write_bytes
 
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
@@ -155,11 +156,13 @@ class BlobWriter:
 class Store:
     """Repositories, commits and blobs on disk; a file lock on the root serialises every change to refs."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, create: bool = True):
+        """``create=False`` makes no folder (``zoo hub gc --dry-run`` writes nothing)."""
         self.root = Path(root)
         self.blobs, self.tmp = self.root / "blobs", self.root / "tmp"
-        for folder in (self.blobs, self.tmp):
-            folder.mkdir(parents=True, exist_ok=True)
+        if create:
+            for folder in (self.blobs, self.tmp):
+                folder.mkdir(parents=True, exist_ok=True)
         self._upload_key: bytes | None = None
 
     @contextlib.contextmanager
@@ -194,36 +197,52 @@ class Store:
         """Temporary files of uploads that were killed (or never committed), untouched for ``max_age`` seconds."""
         removed = []
         deadline = time.time() - max_age
-        for path in sorted(self.tmp.iterdir()):
+        for path in sorted(self.tmp.iterdir()) if self.tmp.is_dir() else []:
             with contextlib.suppress(FileNotFoundError):  # another process may be cleaning too
-                stat = path.stat()
-                if path.is_file() and stat.st_mtime < deadline:
+                info = path.stat()
+                if path.is_file() and info.st_mtime < deadline:
                     if not dry_run:
                         path.unlink()
-                    removed.append((path, stat.st_size))
+                    removed.append((path, info.st_size))
         return removed
 
     def collect_garbage(self, dry_run: bool = False) -> list[tuple[Path, int]]:
-        """Remove the blobs no commit references, and stale temporary files; returns (path, size) of each."""
-        with self.locked():
-            referenced: set[str] = set()
-            for commit_file in sorted((self.root / "repos").glob("*/*/*/commits/*.json")):
-                try:
-                    referenced.update(
-                        entry["sha256"] for entry in json.loads(commit_file.read_bytes())["tree"].values()
-                    )
-                except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                    raise DataError(
-                        f"{commit_file}: not a readable commit, so the blobs it names are unknown; "
-                        "restore it from a backup before collecting garbage (nothing was removed)"
-                    ) from None
-            removed = []
-            for blob in sorted(self.blobs.iterdir()):
-                if blob.name not in referenced:
-                    removed.append((blob, blob.stat().st_size))
-                    if not dry_run:
-                        blob.unlink()
-            return removed + self.remove_stale_temp(dry_run=dry_run)
+        """Remove the blobs no commit references, and stale temporary files; returns (path, size) of each.
+
+        A dry run takes no lock (taking it creates the lock file): it writes nothing.
+        """
+        if not self.blobs.is_dir():
+            raise ConfigError(
+                f"{self.root} is not a hub root (it has no blobs/ folder); give the folder `zoo hub serve` serves"
+            )
+        try:
+            with contextlib.nullcontext() if dry_run else self.locked():
+                return self._collect_garbage(dry_run)
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise DataError(
+                f"cannot collect garbage in {self.root}: {where}{exc.strerror or exc}; "
+                "check that this user may write there, then run it again"
+            ) from None
+
+    def _collect_garbage(self, dry_run: bool) -> list[tuple[Path, int]]:
+        referenced: set[str] = set()
+        for commit_file in sorted((self.root / "repos").glob("*/*/*/commits/*.json")):
+            try:
+                referenced.update(entry["sha256"] for entry in json.loads(commit_file.read_bytes())["tree"].values())
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                raise DataError(
+                    f"{commit_file}: not a readable commit, so the blobs it names are unknown; "
+                    "restore it from a backup before collecting garbage (nothing was removed)"
+                ) from None
+        removed = []
+        for blob in sorted(self.blobs.iterdir()):
+            info = blob.lstat()
+            if blob.name not in referenced and stat.S_ISREG(info.st_mode):  # a folder here is nobody's blob
+                removed.append((blob, info.st_size))
+                if not dry_run:
+                    blob.unlink()
+        return removed + self.remove_stale_temp(dry_run=dry_run)
 
     # --- repositories and commits ------------------------------------------------------------
 
@@ -297,20 +316,33 @@ class Store:
         meta["refs"][f"refs/pr/{number}"] = head
         return number
 
-    def _claim_lfs(self, repo_type: str, repo_id: str, staged: Staged) -> None:
-        """An LFS file of a commit: uploaded for this repo and waiting in tmp/, or already in one of its commits."""
-        pending = self.lfs_pending_path(repo_type, repo_id, staged.sha256)
-        with contextlib.suppress(FileNotFoundError):
-            if pending.stat().st_size == staged.size:
-                staged.path = pending
-                return
-        if staged.sha256 in self.repo_blobs(repo_type, repo_id) and self.blob_path(staged.sha256).is_file():
-            return
-        raise HubError(
-            400,
-            f"LFS object {staged.sha256} ({staged.size} bytes) was not uploaded to {repo_id}: "
-            "upload it through the LFS batch API first",
-        )
+    def lfs_object(self, repo_type: str, repo_id: str, sha256: str, present: set[str]) -> tuple[Path, int] | None:
+        """Where the repo has this LFS object, and its size: uploaded and waiting in tmp/, or in blobs/ when one
+        of its commits has it (``present``: :meth:`repo_blobs`); None if it has not."""
+        places = [self.lfs_pending_path(repo_type, repo_id, sha256)]
+        if sha256 in present:
+            places.append(self.blob_path(sha256))
+        for path in places:
+            with contextlib.suppress(FileNotFoundError):
+                info = path.stat()
+                if stat.S_ISREG(info.st_mode):
+                    return path, info.st_size
+        return None
+
+    def _claim_lfs(self, repo_type: str, repo_id: str, staged: Staged, present: set[str]) -> None:
+        """An LFS file of a commit: its size must be the stored object's, which ``/resolve`` then announces."""
+        found = self.lfs_object(repo_type, repo_id, staged.sha256, present)
+        if found is None:
+            raise HubError(
+                400,
+                f"LFS object {staged.sha256} ({staged.size} bytes) was not uploaded to {repo_id}: "
+                "upload it through the LFS batch API first",
+            )
+        path, size = found
+        if size != staged.size:
+            raise HubError(400, f"LFS object {staged.sha256} is {size} bytes, not the {staged.size} the commit says")
+        if path != self.blob_path(staged.sha256):
+            staged.path = path
 
     def _adopt(self, staged: Staged) -> None:
         """Move an upload into blobs/ (or drop it when the same contents are already there)."""
@@ -363,9 +395,10 @@ class Store:
                     raise HubError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound")
                 for p in inside:
                     del tree[p]
-            for staged in added.values():
-                if staged.lfs and staged.path is None:
-                    self._claim_lfs(repo_type, repo_id, staged)
+            claimed = [staged for staged in added.values() if staged.lfs and staged.path is None]
+            present = self.repo_blobs(repo_type, repo_id) if claimed else set()  # read every commit once
+            for staged in claimed:
+                self._claim_lfs(repo_type, repo_id, staged, present)
             for staged in added.values():
                 self._adopt(staged)
             tree.update({path: staged.entry() for path, staged in added.items()})
@@ -385,8 +418,10 @@ class Store:
         except HubError:
             return None
 
-    def create_branch(self, repo_type: str, repo_id: str, branch: str, starting_point: str | None) -> None:
+    def create_branch(self, repo_type: str, repo_id: str, branch: str, starting_point: Any) -> None:
         check_file_path(branch)  # a branch name is a path-like string: same rules
+        if starting_point is not None and not isinstance(starting_point, str):
+            raise HubError(400, "startingPoint must be a branch name or a commit id")
         with self.locked():
             meta = self.repo(repo_type, repo_id, can_read_private=True)
             if f"refs/heads/{branch}" in meta["refs"]:

@@ -13,6 +13,7 @@ every model file match; results of different pipelines or weights never mix.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -27,7 +28,7 @@ from tqdm import tqdm
 
 from ..catalog import bind_component
 from ..data.vspw import VSPWDataset, normalize
-from ..errors import ConfigError, error_location
+from ..errors import ConfigError, DataError, error_location
 from ..evaluation.confusion import write_confusion
 from ..evaluation.evaluator import StreamingEvaluator, VideoStats
 from ..fileio import atomic_write_text
@@ -39,6 +40,7 @@ from ..model_dir import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     ModelSpec,
+    cannot_rebuild,
     describe_model,
     load_model_dir,
     model_components,
@@ -83,17 +85,41 @@ def prepare_models(pipeline: Pipeline, dataset: VSPWDataset) -> tuple[list[Prepa
         resolved = resolve_weights(spec.weights, pinned)
         if resolved.repo_id:
             used.add(resolved)
+        config_path = resolved.path / CONFIG_NAME
         config = read_model_config(resolved.path)
-        model_spec = ModelSpec.parse(config["model"], f"{resolved.path / CONFIG_NAME}: model")
+        model_spec = ModelSpec.parse(config["model"], f"{config_path}: model")
         names, n = config.get("class_names"), model_spec.num_classes
-        if num_classes is not None and (n != num_classes or names != class_names):
+        if names is not None and not (isinstance(names, list) and all(isinstance(c, str) for c in names)):
+            raise DataError(f"{config_path}: class_names must be a list of names; restore the file or pull it again")
+        if num_classes is not None and n != num_classes:
             raise ConfigError(
                 f"models[{i}] ({spec.name}): predicts {n} classes, unlike models[0] ({num_classes}); "
                 "an ensemble needs models trained on the same label set"
             )
+        if num_classes is not None and names != class_names:
+            raise ConfigError(
+                f"models[{i}] ({spec.name}): {_class_difference(names, class_names, pipeline.models[0].name)}; "
+                "an ensemble needs models trained on the same label set, the classes in the same order"
+            )
         num_classes, class_names = n, names
-        prepared.append(PreparedModel(spec, resolved.path, config, describe_model(spec.name, model_spec)))
+        try:
+            label = describe_model(spec.name, model_spec)
+        except ConfigError as exc:  # a component whose plugin is not installed
+            raise ConfigError(f"models[{i}] ({spec.name}): {cannot_rebuild(config_path, config, exc)}") from None
+        prepared.append(PreparedModel(spec, resolved.path, config, label))
     return prepared, list(class_names or dataset.class_names), num_classes, used
+
+
+def _class_difference(names: list[str] | None, first: list[str] | None, first_model: str) -> str:
+    """How the class names of a model differ from those of models[0] (with as many classes)."""
+    if names is None:
+        return f"its config.json records no class names, that of models[0] ({first_model}) does"
+    if first is None:
+        return f"its config.json records class names, that of models[0] ({first_model}) does not"
+    index = next((i for i, (a, b) in enumerate(zip(names, first)) if a != b), None)
+    if index is None:  # one list is longer than the other
+        return f"its config.json lists {len(names)} class names, that of models[0] ({first_model}) {len(first)}"
+    return f"class {index} is {names[index]!r}, but {first[index]!r} in models[0] ({first_model})"
 
 
 def build_components(pipeline: Pipeline, context: BindContext) -> tuple[list[tuple[Any, str]], tuple[Any, str]]:
@@ -174,9 +200,11 @@ def model_contents(models: list[PreparedModel], stamp: dict | None) -> dict[str,
     return record
 
 
-def run_fingerprint(pipeline: Pipeline, contents: dict[str, dict]) -> str:
-    """The pipeline's fingerprint and the sha256 of every file of every model: what a resumed run must share."""
-    data = json.dumps({"pipeline": pipeline.fingerprint(), "models": _file_hashes(contents)}, sort_keys=True)
+def run_fingerprint(pipeline: Pipeline, contents: dict[str, dict], precision: str) -> str:
+    """What a resumed run must share: the pipeline's fingerprint, the sha256 of every file of every model and
+    the precision ``runtime.amp`` resolved to (``auto`` may choose differently on another machine)."""
+    identity = {"pipeline": pipeline.fingerprint(), "models": _file_hashes(contents), "precision": precision}
+    data = json.dumps(identity, sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
@@ -203,6 +231,7 @@ def _claim_output(
     stamp: dict | None,
     contents: dict[str, dict],
     record: dict,
+    precision: str,
     log: Callable[[str], None],
 ) -> None:
     """Make ``out`` this run's: resume the same run, start over where nothing finished, refuse to mix results.
@@ -210,7 +239,7 @@ def _claim_output(
     A run is the same when the pipeline's fingerprint and the sha256 of every model file match.
     A plugin or zoo-core version that changed since only warns: the results may differ slightly.
     """
-    fingerprint = run_fingerprint(pipeline, contents)
+    fingerprint = run_fingerprint(pipeline, contents, precision)
     if stamp is not None and stamp["fingerprint"] == fingerprint:
         _warn_version_changes(out, stamp.get("provenance"), record, log)
         # Keep the record of the run that started the directory; refresh the files' size and time only.
@@ -218,7 +247,7 @@ def _claim_output(
         return
     if stamp is not None:
         finished = finished_videos(out)
-        reason = _difference(stamp, pipeline, contents)
+        reason = _difference(stamp, pipeline, contents, precision)
         if finished:
             raise ConfigError(
                 f"{out} holds {len(finished)} finished video(s) of {reason}; results must not mix: "
@@ -235,6 +264,7 @@ def _claim_output(
                 "pipeline_fingerprint": pipeline.fingerprint(),
                 "pipeline": pipeline.model_dump(mode="json"),
                 "models": contents,
+                "precision": precision,
                 "provenance": record,
             },
             indent=2,
@@ -243,11 +273,16 @@ def _claim_output(
     atomic_write_text(out / "pipeline.yaml", yaml.safe_dump(pipeline.model_dump(mode="json"), sort_keys=False))
 
 
-def _difference(stamp: dict, pipeline: Pipeline, contents: dict[str, dict]) -> str:
-    """What makes the earlier run in a directory another one: its pipeline, or the content of a model."""
+def _difference(stamp: dict, pipeline: Pipeline, contents: dict[str, dict], precision: str) -> str:
+    """What makes the earlier run in a directory another one: its pipeline, its precision or a model's content."""
     previous = stamp.get("pipeline_fingerprint", stamp["fingerprint"])  # older runs stamped the pipeline alone
     if previous != pipeline.fingerprint():
         return f"a different pipeline (fingerprint {previous}, now {pipeline.fingerprint()})"
+    if stamp.get("precision") != precision:
+        return (
+            f"the same pipeline in another precision ({stamp.get('precision')} then, {precision} now: "
+            "runtime.amp auto resolves per device; set runtime.amp to the earlier one to resume)"
+        )
     before, now = _file_hashes(stamp.get("models")), _file_hashes(contents)
     changes = []
     for model, files in now.items():
@@ -315,12 +350,12 @@ def run_pipeline(pipeline: Pipeline, out: Path, log=print) -> dict:
     )
     ttas, (ensembler, ensembler_label) = build_components(pipeline, context)
     record = run_provenance(pipeline, models)
+    amp = resolve_amp(pipeline.runtime.amp, device, log)  # auto: bf16 only where the device computes it natively
     stamp = read_stamp(out)
-    _claim_output(out, pipeline, stamp, model_contents(models, stamp), record, log)
+    _claim_output(out, pipeline, stamp, model_contents(models, stamp), record, amp, log)
     if lock.entries:  # what exactly was run, next to the results
         lock.save(out / LOCK_NAME)
 
-    amp = resolve_amp(pipeline.runtime.amp, device, log)  # auto: bf16 only where the device computes it natively
     runners = []
     for model, (tta, tta_label) in zip(models, ttas):
         network, _ = load_model_dir(model.path, device=device)
@@ -328,17 +363,20 @@ def run_pipeline(pipeline: Pipeline, out: Path, log=print) -> dict:
     predictor = Predictor(runners, ensembler, ensembler_label)
 
     evaluator = StreamingEvaluator(num_classes, tuple(pipeline.eval.windows)) if pipeline.eval.enabled else None
-    writer = PngWriter(pipeline.output.png_compress_level)
     overlays: list[tuple[str, object]] = []
     started, frames_done, skipped = time.perf_counter(), 0, 0
-    # Counted in frames, so a long video shows progress too; listing frames reads no image.
-    bar = tqdm(
-        total=sum(len(dataset.frames(v)) for v in videos),
-        desc="zoo run",
-        unit="frame",
-        disable=not pipeline.runtime.progress,
-    )
-    try:
+    with contextlib.ExitStack() as closing:  # the progress bar, and the PNG writer's thread
+        # Counted in frames, so a long video shows progress too; listing frames reads no image.
+        bar = closing.enter_context(
+            tqdm(
+                total=sum(len(dataset.frames(v)) for v in videos),
+                desc="zoo run",
+                unit="frame",
+                disable=not pipeline.runtime.progress,
+            )
+        )
+        writer = PngWriter(pipeline.output.png_compress_level)
+        closing.callback(writer.close)
         for done, video in enumerate(videos):
             # a video is finished once its marker exists: its statistics, or an empty file without evaluation
             marker = out / STATE_DIR / (f"{video}.npz" if evaluator is not None else f"{video}.done")
@@ -368,9 +406,6 @@ def run_pipeline(pipeline: Pipeline, out: Path, log=print) -> dict:
                 evaluator.end_video().save(marker)
             else:
                 atomic_write_text(marker, "")
-    finally:
-        writer.close()
-        bar.close()
     if frames_done:
         elapsed = time.perf_counter() - started
         log(f"predicted {frames_done} frames in {elapsed:.1f} s ({frames_done / elapsed:.2f} frames/s)")
@@ -379,7 +414,7 @@ def run_pipeline(pipeline: Pipeline, out: Path, log=print) -> dict:
     metrics: dict = {}
     if evaluator is not None and evaluator.evaluated_frames:
         metrics = evaluator.result(class_names)
-        atomic_write_text(out / "metrics.json", json.dumps(dict(metrics, provenance=record), indent=2))
+        atomic_write_text(out / "metrics.json", json.dumps(dict(metrics, precision=amp, provenance=record), indent=2))
         write_confusion(out / "confusion.json", evaluator.confusion_matrix, class_names)
         write_report(out / "report", metrics, evaluator.confusion_matrix, class_names, overlays)
     elif evaluator is not None:

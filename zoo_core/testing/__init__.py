@@ -20,9 +20,9 @@ _EXPORTS = {
     "check_loss": "checks",
     "check_remapper": "checks",
     "check_tta": "checks",
-    "SyntheticVSPW": "pytest_plugin",
-    "TINY_MODEL": "pytest_plugin",
-    "run_cli": "pytest_plugin",
+    "SyntheticVSPW": "support",
+    "TINY_MODEL": "support",
+    "run_cli": "support",
 }
 
 __all__ = sorted(_EXPORTS)

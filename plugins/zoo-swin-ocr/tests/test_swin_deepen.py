@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -142,6 +143,26 @@ def test_deepen_model_dir_loads_every_old_weight(saved_mini, mini, tmp_path):
     images = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         torch.testing.assert_close(deep.predict(images), model.predict(images), atol=1e-5, rtol=1e-5)
+
+
+def test_what_was_true_of_the_old_weights_file_only_is_not_copied(mini, tmp_path):
+    # An fp16 copy (as zoo convert --dtype fp16 writes it) of an averaged model: the deepened weights are new, in fp32.
+    config, model = mini
+    extra = {
+        "class_names": list("abcdefg"),
+        "iteration": 100,
+        "dtype": "fp16",
+        "converted_from": "swin.pth",
+        "averaged_from": ["runs/a", "runs/b"],
+    }
+    save_model_dir(copy.deepcopy(model).half(), config, tmp_path / "fp16", extra=extra)
+    deepen_model_dir(tmp_path / "fp16", NEW, tmp_path / "deep")
+    saved = json.loads((tmp_path / "deep" / "config.json").read_text())
+    assert not {"dtype", "converted_from", "averaged_from"} & set(saved)
+    assert (saved["class_names"], saved["iteration"]) == (list("abcdefg"), 100)
+    stored = load_file(tmp_path / "deep" / "model.safetensors")
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float32}
+    load_model_dir(tmp_path / "deep")
 
 
 def test_deepen_refuses_other_backbones_and_existing_output(saved_mini, tiny_model_dir, tmp_path):

@@ -33,6 +33,8 @@ from .backbone import backbone_args, check_depths
 BLOCK_PREFIX = "backbone.model.layers_{stage}.blocks.{block}."
 ZEROED = ("attn.proj.weight", "attn.proj.bias", "mlp.fc2.weight", "mlp.fc2.bias")
 """The residual branches' output projections of a new block: zero, so the block starts as the identity."""
+NOT_KEPT = ("dtype", "averaged_from", "converted_from", "deepened_from")
+"""Keys of the old config.json true of its weights file only: the deepened weights are new, and stored in fp32."""
 
 
 def check_deepening(old_depths: Sequence[int], new_depths: Sequence[int]) -> None:
@@ -144,7 +146,7 @@ def deepen_model_dir(model_dir: Path, new_depths: Sequence[int], out_dir: Path) 
             f"deepened weights do not fit the deepened model: missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}"
         )
-    extra = {k: v for k, v in config.items() if k not in RESERVED_KEYS}
+    extra = {k: v for k, v in config.items() if k not in RESERVED_KEYS and k not in NOT_KEPT}
     extra["deepened_from"] = {"depths": list(old_depths)}
     save_model_dir(new_model.eval(), new_config, out_dir, extra=extra)
     return Deepened(out_dir, old_depths, new_depths, len(new_blocks(old_depths, new_depths)), len(old_state))
