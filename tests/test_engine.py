@@ -542,3 +542,40 @@ def test_a_repeated_signal_aborts_a_single_process_but_not_a_torchrun_worker():
         assert stop.signal == signal.SIGINT
         os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are restored
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_damaged_frame_is_one_line_also_from_a_loader_worker(tmp_path, run_zoo, workers):
+    root = tmp_path / "synth"
+    synthesize(root, videos=2, frames=3, size=(64, 96), seed=5)
+    frame = sorted((root / "data").glob("*/origin/*.jpg"))[0]
+    frame.write_bytes(frame.read_bytes()[:100])  # a download cut short
+    path = write_pipeline(tmp_path, root, split="train", num_workers=workers, max_iters=2, warmup_iters=0)
+    result = run_zoo("train", path, "--out", tmp_path / "run")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "DataLoader" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert frame.name in line and "cannot be decoded" in line, line
+
+
+def test_worker_zoo_error_rebuilds_the_original_error():
+    from zoo_core.engine.batches import worker_zoo_error
+    from zoo_core.errors import ComponentError
+
+    def relayed(text: str) -> str:  # the shape of torch's re-raised worker exception
+        return (
+            "Caught X in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+            f'  File "x.py", line 1, in f\n    g()\n{text}\n'
+        )
+
+    error = worker_zoo_error(
+        RuntimeError(
+            relayed("zoo_core.errors.ComponentError: remapper 'r' (d 1.0) failed on a.png: ValueError: bad: table")
+        )
+    )
+    assert isinstance(error, ComponentError) and error.exit_code == 2
+    assert str(error) == "remapper 'r' (d 1.0) failed on a.png: ValueError: bad: table"
+    error = worker_zoo_error(DataError(relayed("zoo_core.errors.DataError: frame f.jpg\nspans two lines")))
+    assert type(error) is DataError and str(error) == "frame f.jpg\nspans two lines"
+    assert worker_zoo_error(ValueError(relayed("ValueError: not ours"))) is None
+    assert worker_zoo_error(DataError("a plain error")) is None

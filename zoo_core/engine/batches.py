@@ -7,10 +7,12 @@ resumed run and a run over N processes see the same global batches as one uninte
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 
 import torch
 
+from .. import errors
 from ..data import sources as data_sources
 from ..data.sampler import TrainSet
 from ..data.transforms import DEFAULT_TRAIN_TRANSFORMS, build_transforms
@@ -50,9 +52,38 @@ def local_batches(
             generator=torch.Generator().manual_seed(spec.seed),
             persistent_workers=False,
         )
-        for images, targets in loader:
-            yield epoch, images, targets
+        try:
+            for images, targets in loader:
+                yield epoch, images, targets
+        except Exception as exc:
+            relayed = worker_zoo_error(exc)
+            if relayed is None:
+                raise
+            raise relayed from None
         epoch, offset = epoch + 1, 0
+
+
+# The last lines of a worker's traceback as torch relays it: "zoo_core.errors.DataError: <message>".
+_WORKER_ERROR = re.compile(r"\nzoo_core\.errors\.(\w+): (.*?)\s*\Z", re.S)
+
+
+def worker_zoo_error(exc: BaseException) -> errors.ZooError | None:
+    """The :class:`~zoo_core.errors.ZooError` a DataLoader worker raised, as the user should see it.
+
+    torch re-raises a worker's exception in the main process rebuilt from text: the worker's
+    traceback, ending with the original type and message (a ``RuntimeError`` when the type
+    takes other arguments). Only that message is for the user; None for anything else.
+    """
+    found = _WORKER_ERROR.search(str(exc)) if "Original Traceback" in str(exc) else None
+    kind = getattr(errors, found.group(1), None) if found else None
+    if not (isinstance(kind, type) and issubclass(kind, errors.ZooError)):
+        return None
+    message = found.group(2)
+    if kind is errors.ComponentError:  # its text is "<component> failed[ <where>]: <error>"
+        component, _, rest = message.partition(" failed")
+        where, _, error = rest.partition(": ")
+        return errors.ComponentError(component, error, where.strip())
+    return kind(message)
 
 
 def build_train_set(pipeline: Pipeline, world: distributed.World, log: Callable[[str], None]) -> TrainSet:
