@@ -13,29 +13,15 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-import pytest
 import yaml
 from test_plugins import Site
-from test_run_errors import CLASS_NAMES, EXPLODING_MODEL, FAULTY, FAULTY_PLUGIN, pipeline_file, save_model
+from test_run_errors import CLASS_NAMES, EXPLODING_MODEL, FAULTY, faulty, pipeline_file, save_model  # noqa: F401 (faulty: a fixture)
 
 from zoo_core.model_dir import ModelSpec, build_segmentor, save_model_dir
 from zoo_core.plugins import reset_registry
 from zoo_core.testing import TINY_MODEL
 
 CORE_VERSION = metadata.version("zoo-core")
-
-
-@pytest.fixture(scope="module")
-def faulty(tmp_path_factory):
-    site = Site(tmp_path_factory.mktemp("site"))
-    site.add(*FAULTY, "zoo_faulty", FAULTY_PLUGIN, entry_point="faulty")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(site.root))
-        reset_registry()
-        yield site
-    for module in [m for m in sys.modules if m.split(".")[0] == "zoo_faulty"]:
-        del sys.modules[module]
-    reset_registry()
 
 
 def component(kind: str, name: str, where: str, distribution: str = "zoo-core", version: str = CORE_VERSION) -> dict:

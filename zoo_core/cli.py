@@ -14,6 +14,7 @@ import click
 
 from .catalog import docstring_from_source
 from .errors import ZooError
+from .hookspecs import KIND_HOOKS
 from .version import __version__
 
 SUBCOMMANDS = {
@@ -113,7 +114,7 @@ def _commands_of(manager) -> dict[str, click.Command]:
 @click.argument("pattern", required=False)
 @click.option(
     "--kind",
-    type=click.Choice(["backbone", "head", "loss", "remapper", "tta", "ensembler"]),
+    type=click.Choice(list(KIND_HOOKS)),
     help="Only components of this kind.",
 )
 @click.option("--weights", is_flag=True, help="List the registry cards of published weights instead.")
