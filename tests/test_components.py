@@ -299,7 +299,9 @@ def test_weighted_gamma_formula_by_hand():
     swin = torch.tensor([0.2, 0.8]).reshape(1, 2, 1, 1)
     volo = torch.tensor([0.9, 0.1]).reshape(1, 2, 1, 1)
     out = WeightedEnsembler(gamma=0.56)({"swin": swin, "volo": volo})
-    torch.testing.assert_close(out.flatten(), torch.tensor([0.56 * 0.2 + 0.44 * 0.9, 0.56 * 0.8 + 0.44 * 0.1]))
+    assert out.dtype == torch.float64  # the fusion of linear ensemblers (zoo_core.ensemble.fuse)
+    expected = torch.tensor([0.56 * 0.2 + 0.44 * 0.9, 0.56 * 0.8 + 0.44 * 0.1], dtype=torch.float64)
+    torch.testing.assert_close(out.flatten(), expected, rtol=1e-7, atol=1e-7)
     assert out.flatten().argmax() == 0  # 0.508 vs 0.492: the weaker model's confidence tips it
     with pytest.raises(ConfigError, match="exactly two models"):
         WeightedEnsembler(gamma=0.5)({"a": swin, "b": swin, "c": swin})
@@ -309,9 +311,11 @@ def test_weighted_by_name_and_list_and_mean():
     a = torch.full((1, 2, 2, 2), 1.0)
     b = torch.full((1, 2, 2, 2), 3.0)
     torch.testing.assert_close(
-        WeightedEnsembler(weights={"b": 0.5, "a": 2.0})({"a": a, "b": b}), torch.full((1, 2, 2, 2), 3.5)
+        WeightedEnsembler(weights={"b": 0.5, "a": 2.0})({"a": a, "b": b}), torch.full((1, 2, 2, 2), 3.5).double()
     )
-    torch.testing.assert_close(WeightedEnsembler(weights=[0.25, 1.0])({"a": a, "b": b}), torch.full((1, 2, 2, 2), 3.25))
+    torch.testing.assert_close(
+        WeightedEnsembler(weights=[0.25, 1.0])({"a": a, "b": b}), torch.full((1, 2, 2, 2), 3.25).double()
+    )
     torch.testing.assert_close(MeanEnsembler()({"a": a, "b": b}), torch.full((1, 2, 2, 2), 2.0))
     with pytest.raises(ConfigError, match="unknown model name.*swim.*no weight for b"):
         WeightedEnsembler(weights={"a": 1.0, "swim": 1.0})({"a": a, "b": b})

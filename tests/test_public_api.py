@@ -20,6 +20,7 @@ PUBLIC_MODULES = (
     "zoo_core.nn",
     "zoo_core.model_dir",
     "zoo_core.testing",
+    "zoo_core.ensemble",
 )
 
 
