@@ -48,7 +48,9 @@ class WeightedEnsembler(LinearEnsembler):
             raise ValueError("give exactly one of gamma (two models) or weights (one per model)")
         if gamma is not None and not 0.0 <= gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")
-        self.weights_arg = dict(weights) if isinstance(weights, Mapping) else (None if weights is None else list(weights))
+        self.weights_arg = (
+            dict(weights) if isinstance(weights, Mapping) else (None if weights is None else list(weights))
+        )
         if self.weights_arg is not None:
             named = self.weights_arg if isinstance(self.weights_arg, dict) else dict(enumerate(self.weights_arg))
             check_weights({str(k): v for k, v in named.items()}, "weighted ensembler")
