@@ -288,7 +288,7 @@ def test_resize_flip_predicts_at_crop_size():
     probs = ResizeFlipTTA(size=(40, 60))(predict, torch.randn(1, 3, 64, 96))
     assert predict.sizes == [(40, 60), (40, 60)]
     torch.testing.assert_close(probs, torch.full((1, 2, 64, 96), 40.0))
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="size"):
         ResizeFlipTTA(size=(40,))
 
 

@@ -18,7 +18,11 @@ def zoo_backbones():
 
 @hookimpl
 def zoo_heads():
-    return {"fcn": lazy(f"{_COMPONENTS}.heads:FCNHead"), "ocr": lazy(f"{_COMPONENTS}.heads:OCRHead")}
+    return {
+        "fcn": lazy(f"{_COMPONENTS}.heads:FCNHead"),
+        "ocr": lazy(f"{_COMPONENTS}.heads:OCRHead"),
+        "uper": lazy(f"{_COMPONENTS}.heads:UPerHead"),
+    }
 
 
 @hookimpl
@@ -48,6 +52,7 @@ def zoo_tta_policies():
         "flip": lazy(f"{_COMPONENTS}.tta:FlipTTA"),
         "multiscale-flip": lazy(f"{_COMPONENTS}.tta:MultiScaleFlipTTA"),
         "resize-flip": lazy(f"{_COMPONENTS}.tta:ResizeFlipTTA"),
+        "slide": lazy(f"{_COMPONENTS}.tta:SlideTTA"),
     }
 
 

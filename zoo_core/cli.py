@@ -19,10 +19,13 @@ from .version import __version__
 
 SUBCOMMANDS = {
     "average": "zoo_core.engine.command:average_command",
+    "compare": "zoo_core.evaluation.compare:compare_command",
     "convert": "zoo_core.hub.command:convert_command",
     "data": "zoo_core.data.command:data_group",
+    "ensemble": "zoo_core.ensembling.command:ensemble_group",
     "eval": "zoo_core.evaluation.command:eval_command",
     "hub": "zoo_core.hub.command:hub_group",
+    "new-plugin": "zoo_core.scaffold.command:new_plugin_command",
     "pull": "zoo_core.hub.command:pull_command",
     "push": "zoo_core.hub.command:push_command",
     "run": "zoo_core.pipeline.command:run_command",
@@ -48,7 +51,10 @@ class ZooGroup(click.Group):
 
             if env_flag("ZOO_DEBUG"):
                 raise
-            click.echo(f"error: {exc}", err=True)
+            from .parallel import report_to_launcher
+
+            if not report_to_launcher(exc):  # a rank of `--nproc`: the launcher prints the first failure once
+                click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:

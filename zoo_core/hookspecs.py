@@ -109,8 +109,12 @@ def zoo_losses() -> Factories:
     change during training (class pixel counts from ``zoo data stats``, a confusion matrix
     saved by ``zoo eval``) is a factory argument, typically a file path read once. The
     builder passes ``num_classes`` when the factory's signature names it. A loss that
-    needs a frozen teacher's output sets the class attribute ``needs_teacher = True``; the
-    engine then fills ``context.teacher``.
+    needs a frozen teacher's output sets the class attribute ``needs_teacher = True`` and
+    names the teacher in its ``teacher`` attribute (a registry card or a model directory);
+    ``zoo train`` then loads it once, before the model is built (refusing a teacher with
+    other classes than the student), and fills ``context.teacher`` with the teacher's last
+    head's output on the same augmented images, computed without gradients (under the run's
+    autocast), for every head of the student.
 
     Example::
 
@@ -145,6 +149,9 @@ def zoo_tta_policies() -> Factories:
     ``(N, 3, H, W)`` to class probabilities ``(N, C, H, W)`` at that batch's size; the
     policy runs it on transformed views (flip, scales), maps every result back to the
     input geometry and returns their average. Accumulate a running sum, do not stack.
+    The core's ``predict`` also takes ``size=(H, W)`` (a rescaled view's probabilities at
+    the input's size, interpolated once from the model's output) and ``add_to=`` (a running
+    sum of that shape, added to in place); see :data:`zoo_core.interfaces.PredictFn`.
 
     Example::
 

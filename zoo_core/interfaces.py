@@ -6,8 +6,10 @@ They are deliberately small: tensors plus the few facts a consumer needs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, Union, runtime_checkable
 
 import torch
@@ -17,6 +19,7 @@ __all__ = [
     "MaskClassification",
     "HeadOutput",
     "pixel_scores",
+    "read_class_stats",
     "LossContext",
     "BindContext",
     "Backbone",
@@ -45,14 +48,20 @@ class MaskClassification:
     mask_logits: torch.Tensor
     aux: list[dict[str, torch.Tensor]] = field(default_factory=list)
 
-    def to_scores(self) -> torch.Tensor:
+    def to_scores(self, size: Sequence[int] | None = None) -> torch.Tensor:
         """Per-pixel class scores ``(N, C, h, w)``: the semantic inference of MaskFormer.
 
         ``sum_q softmax(class)[q, c] * sigmoid(mask)[q]``; the "no object" column is dropped.
+        At the masks' resolution, or at ``size=(H, W)``: the mask logits are then interpolated
+        (bilinear, ``align_corners=False``) to ``size`` before the sigmoid, as MaskFormer does.
         """
         cls = self.class_logits.float().softmax(-1)[..., :-1]
-        masks = self.mask_logits.float().sigmoid()
-        return torch.einsum("nqc,nqhw->nchw", cls, masks)
+        mask_logits = self.mask_logits.float()
+        if size is not None and tuple(mask_logits.shape[-2:]) != tuple(size):
+            mask_logits = torch.nn.functional.interpolate(
+                mask_logits, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False
+            )
+        return torch.einsum("nqc,nqhw->nchw", cls, mask_logits.sigmoid())
 
 
 HeadOutput = Union[torch.Tensor, MaskClassification]  # noqa: UP007 (a runtime alias: `|` needs Python 3.10 types)
@@ -70,6 +79,19 @@ def pixel_scores(output: HeadOutput) -> torch.Tensor:
     return output
 
 
+def read_class_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The class statistics ``zoo data stats`` writes (``stats.json``), checked field by field.
+
+    ``num_classes``, ``class_names``, ``pixel_counts``, ``frame_counts``, ``video_counts``
+    (int64 arrays), ``priors`` (a float64 array: pixel counts over labelled pixels) and
+    ``labelled_pixels``. A missing or malformed file raises a
+    :class:`~zoo_core.errors.DataError` naming the file and the field.
+    """
+    from .class_stats import read_stats
+
+    return read_stats(path)
+
+
 @dataclass
 class LossContext:
     """What a loss may need besides the head output and the target.
@@ -77,7 +99,9 @@ class LossContext:
     Static context (class pixel statistics, a saved confusion matrix) is given to the
     loss factory as arguments when the loss is built; this object carries what changes
     per step. A loss that needs a frozen teacher's output declares
-    ``needs_teacher = True`` as a class attribute and the engine fills ``teacher``.
+    ``needs_teacher = True`` as a class attribute and names the teacher (a card or a model
+    directory) in its ``teacher`` attribute; the engine fills ``teacher`` with that model's
+    last head's output on ``images``, without a graph.
     """
 
     images: torch.Tensor | None = None
@@ -105,6 +129,9 @@ class BindContext:
     first model's ``config.json``, which the core checks the other models agree with) or of
     the model being trained; ``kind`` and ``where`` are the component's kind and YAML path
     (``"ensembler"``, ``"ensemble"``; ``"tta"``, ``"models[1].tta"``; ``"loss"``, ``"train.loss"``).
+    ``model_dirs`` are the models' resolved directories (``config.json`` + weights), in the
+    order of ``model_names`` (empty in ``zoo train``), for a component that checks files
+    recorded for a model against its weights (``hierarchical``'s ``rank_by`` runs do).
     """
 
     model_names: tuple[str, ...]
@@ -113,6 +140,7 @@ class BindContext:
     device: torch.device = torch.device("cpu")
     kind: str = ""
     where: str = ""
+    model_dirs: tuple[Path, ...] = ()
 
 
 @runtime_checkable
@@ -173,16 +201,29 @@ class Remapper(Protocol):
     def keep(self, remapped_mask: Any) -> bool: ...
 
 
-PredictFn = Callable[[torch.Tensor], torch.Tensor]
-"""``images (N, 3, H, W) -> class probabilities (N, C, H, W)`` at the input's size."""
+PredictFn = Callable[..., torch.Tensor]
+"""``predict(images (N, 3, H, W), size=None, add_to=None) -> class probabilities (N, C, *size)``.
+
+``size=(H', W')`` asks for the probabilities at that size, interpolated once from the
+model's own output resolution (logits interpolated, then softmax), which is cheaper and
+sharper than resizing the probabilities at the input's size; ``None`` means the input's
+size. ``add_to`` (a float32 running sum of the result's shape) has the probabilities added
+to it in place and is returned, so no view is allocated whole. Otherwise the result is a new
+tensor, the caller's to update in place. The ``predict`` the core gives a policy takes both
+keywords; a single-argument ``predict(images)`` (a test's fake model) is still a valid
+PredictFn: a policy that passes them checks first that ``predict`` accepts them (the built-in
+ones do, and otherwise resize and add the results themselves).
+"""
 
 
 class TTAPolicy(Protocol):
     """``(predict, images) -> class probabilities (N, C, H, W)`` at the images' size.
 
-    A policy calls ``predict`` on transformed copies of the batch (flipped, rescaled),
-    maps each result back to the original geometry and averages. It accumulates a running
-    sum rather than stacking, so memory does not grow with the number of views.
+    A policy calls ``predict`` on transformed copies of the batch (flipped, rescaled, or a
+    batch of several views of N images each), maps each result back to the original
+    geometry and averages; it may pass ``size=(H, W)`` to get a rescaled view's
+    probabilities straight at the images' size (see :data:`PredictFn`). It accumulates a
+    running sum rather than stacking, so memory does not grow with the number of views.
     Optional: ``bind(context)`` (see :class:`BindContext`), called before any model loads.
     """
 

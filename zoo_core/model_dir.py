@@ -77,7 +77,7 @@ def build_segmentor(config: ModelSpec | dict[str, Any], catalog: Catalog | None 
         )
         for head in spec.heads
     ]
-    return Segmentor(backbone, heads)
+    return Segmentor(backbone, heads, size_divisibility=spec.size_divisibility)
 
 
 def find_component(kind: str, name: str) -> Entry:

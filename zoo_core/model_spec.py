@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from .errors import ConfigError, describe_validation_error
 
@@ -32,7 +32,8 @@ class ModelSpec(BaseModel):
     """An architecture: a backbone and a cascade of heads (the last one predicts).
 
     The same type is a pipeline's ``model:``, the ``model`` of ``config.json``, a registry
-    card's ``model.config`` and the model file ``zoo convert`` reads.
+    card's ``model.config`` and the model file ``zoo convert`` reads. ``size_divisibility``
+    (0: off) pads the images at prediction to multiples of it, as detectron2 does.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -40,6 +41,8 @@ class ModelSpec(BaseModel):
     num_classes: int = Field(124, ge=1, le=255)  # 124: VSPW
     backbone: ComponentSpec
     heads: list[ComponentSpec] = Field(min_length=1)
+    # detectron2's SIZE_DIVISIBILITY: prediction pads the images to multiples of it (0: off)
+    size_divisibility: int = Field(0, ge=0)
 
     @classmethod
     def parse(cls, data: Any, where: str = "model") -> ModelSpec:
@@ -54,3 +57,11 @@ class ModelSpec(BaseModel):
     def config(self) -> dict[str, Any]:
         """The plain mapping stored in ``config.json``."""
         return self.model_dump(mode="json")
+
+    @model_serializer(mode="wrap")
+    def _omit_default_divisibility(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Off by default: configs and run fingerprints of models without it stay what they were.
+        data = handler(self)
+        if self.size_divisibility == 0 and isinstance(data, dict):
+            data.pop("size_divisibility", None)
+        return data

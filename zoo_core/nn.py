@@ -9,7 +9,7 @@ Public (see ``docs/api.md``): a plugin imports these from here, never from
   applies to the backbone's maps (``input_transform: resize_concat``).
 - :class:`TimmBackbone`: any timm model as a feature pyramid for any input size; subclass
   it for a backbone with presets (``zoo_swin_ocr.backbone.SwinBackbone``).
-- :class:`BaseDecodeHead`, :class:`FCNHead`, :class:`OCRHead`: the decode heads; subclass
+- :class:`BaseDecodeHead`, :class:`FCNHead`, :class:`OCRHead`, :class:`UPerHead`: the decode heads; subclass
   ``BaseDecodeHead`` for a new head (it selects and transforms the inputs and classifies).
 - :class:`Segmentor`: a backbone and a cascade of heads, as ``zoo_core.model_dir.build_segmentor``
   assembles them.
@@ -18,7 +18,7 @@ Public (see ``docs/api.md``): a plugin imports these from here, never from
 from __future__ import annotations
 
 from .components.backbones import TimmBackbone
-from .components.heads import INPUT_TRANSFORMS, BaseDecodeHead, ConvBNReLU, FCNHead, OCRHead, resize_concat
+from .components.heads import INPUT_TRANSFORMS, BaseDecodeHead, ConvBNReLU, FCNHead, OCRHead, UPerHead, resize_concat
 from .components.segmentor import Segmentor
 
 __all__ = [
@@ -29,5 +29,6 @@ __all__ = [
     "OCRHead",
     "Segmentor",
     "TimmBackbone",
+    "UPerHead",
     "resize_concat",
 ]

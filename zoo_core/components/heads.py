@@ -1,4 +1,5 @@
-"""FCN and OCR decode heads, with mmsegmentation's semantics (decode_head.py, fcn_head.py, ocr_head.py)."""
+"""FCN, OCR and UperNet decode heads, with mmsegmentation's semantics (decode_head.py, fcn_head.py, ocr_head.py,
+uper_head.py, psp_head.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..interfaces import HeadOutput, pixel_scores
 
-INPUT_TRANSFORMS = (None, "resize_concat")
+INPUT_TRANSFORMS = (None, "resize_concat", "multiple_select")
 
 
 def resize_concat(features: Sequence[torch.Tensor], align_corners: bool = False) -> torch.Tensor:
@@ -46,9 +47,13 @@ class BaseDecodeHead(nn.Module):
     ``in_channels``, ``in_strides`` (the backbone's lists) and ``num_classes`` are injected
     by the segmentor builder. ``in_index`` picks the maps: an int, or a list together with
     ``input_transform="resize_concat"`` (every picked map resized bilinearly to the first
-    one's size and concatenated along channels). The head's output has the resolution of
-    the (first) picked map: ``self.stride``.
+    one's size and concatenated along channels) or ``"multiple_select"`` (the picked maps
+    as a list; ``self.in_channels`` is then the list of their channels, as in mmseg). The
+    head's output has the resolution of the (first) picked map: ``self.stride``.
     """
+
+    # Public (docs/api.md): the attribute path of the final classifier, so a plugin can swap it.
+    classifier_path = "conv_seg"
 
     def __init__(
         self,
@@ -70,7 +75,8 @@ class BaseDecodeHead(nn.Module):
             )
         if input_transform is None and not isinstance(in_index, int):
             raise ConfigError(
-                f"head in_index {list(in_index)} is a list: set input_transform: resize_concat, or give a single index"
+                f"head in_index {list(in_index)} is a list: set input_transform: resize_concat (or multiple_select), "
+                "or give a single index"
             )
         indices = [in_index] if isinstance(in_index, int) else list(in_index)
         for index in indices:
@@ -81,7 +87,8 @@ class BaseDecodeHead(nn.Module):
                 )
         self.in_index = in_index
         self.input_transform = input_transform
-        self.in_channels = sum(in_channels[i] for i in indices)
+        selected = [in_channels[i] for i in indices]
+        self.in_channels: int | list[int] = selected if input_transform == "multiple_select" else sum(selected)
         self.stride = in_strides[indices[0]]
         self.channels = channels
         self.num_classes = num_classes
@@ -92,9 +99,11 @@ class BaseDecodeHead(nn.Module):
         nn.init.normal_(self.conv_seg.weight, mean=0.0, std=0.01)
         nn.init.zeros_(self.conv_seg.bias)
 
-    def transform_inputs(self, features: list[torch.Tensor]) -> torch.Tensor:
+    def transform_inputs(self, features: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         if self.input_transform is None:
             return features[self.in_index]
+        if self.input_transform == "multiple_select":
+            return [features[i] for i in self.in_index]
         return resize_concat([features[i] for i in self.in_index], self.align_corners)
 
     def cls_seg(self, feats: torch.Tensor) -> torch.Tensor:
@@ -228,3 +237,72 @@ class OCRHead(BaseDecodeHead):
             regions = F.interpolate(regions, size=feats.shape[2:], mode="bilinear", align_corners=self.align_corners)
         context = self.spatial_gather_module(feats, regions)
         return self.cls_seg(self.object_context_block(feats, context))
+
+
+class PPM(nn.ModuleList):
+    """Pyramid pooling (PSPNet): for each scale, average-pool to ``scale x scale``, 1x1 ConvBNReLU, upsample back."""
+
+    def __init__(self, pool_scales: Sequence[int], in_channels: int, channels: int, align_corners: bool = False):
+        super().__init__(nn.Sequential(nn.AdaptiveAvgPool2d(s), ConvBNReLU(in_channels, channels)) for s in pool_scales)
+        self.align_corners = align_corners
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        size = x.shape[2:]
+        return [F.interpolate(ppm(x), size=size, mode="bilinear", align_corners=self.align_corners) for ppm in self]
+
+
+class UPerHead(BaseDecodeHead):
+    """UperNet head (Unified Perceptual Parsing): pyramid pooling on the last map, then an FPN over all of them.
+
+    mmsegmentation's ``UPerHead``, module for module (same parameter names): ``psp_modules`` (PPM with
+    ``pool_scales``) and a 3x3 ``bottleneck`` on the coarsest map; a 1x1 lateral and a 3x3 ``fpn_convs``
+    ConvBNReLU for every other map; a top-down path (each level plus the bilinearly upsampled coarser
+    one); all levels resized to the finest and concatenated; a 3x3 ``fpn_bottleneck``; the classifier.
+    ``in_index`` picks the maps (default the four stages of a Swin); the output has the finest map's
+    resolution (stride 4). In training, the 1x1 pooled branch needs two or more images per
+    micro-batch (BatchNorm of one value per channel is undefined), as in mmseg.
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        in_strides: Sequence[int],
+        num_classes: int,
+        in_index: Sequence[int] = (0, 1, 2, 3),
+        pool_scales: Sequence[int] = (1, 2, 3, 6),
+        **kwargs,
+    ):
+        if isinstance(in_index, int) or len(in_index) < 2:
+            raise ConfigError(f"uper head in_index must list two or more feature maps, got {in_index!r}")
+        if not pool_scales or any(not isinstance(s, int) or s < 1 for s in pool_scales):
+            raise ConfigError(f"uper head pool_scales must be positive integers, got {pool_scales!r}")
+        super().__init__(
+            in_channels, in_strides, num_classes, in_index=list(in_index), input_transform="multiple_select", **kwargs
+        )
+        channels, levels = self.channels, self.in_channels
+        self.pool_scales = tuple(pool_scales)
+        self.psp_modules = PPM(pool_scales, levels[-1], channels, self.align_corners)
+        self.bottleneck = ConvBNReLU(levels[-1] + len(pool_scales) * channels, channels, 3)
+        self.lateral_convs = nn.ModuleList(ConvBNReLU(c, channels) for c in levels[:-1])
+        self.fpn_convs = nn.ModuleList(ConvBNReLU(channels, channels, 3) for _ in levels[:-1])
+        self.fpn_bottleneck = ConvBNReLU(len(levels) * channels, channels, 3)
+
+    def _resize(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
+
+    def forward(self, features: list[torch.Tensor], prev_output: HeadOutput | None = None) -> torch.Tensor:
+        inputs = self.transform_inputs(features)
+        top = inputs[-1]
+        if self.training and top.shape[0] < 2 and 1 in self.pool_scales:
+            raise ConfigError(
+                "uper head: in training, pool scale 1 needs two or more images per micro-batch (BatchNorm of a "
+                "single value); set train.batch_size to 2 or more, or leave 1 out of pool_scales"
+            )
+        laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs)]
+        laterals.append(self.bottleneck(torch.cat([top, *self.psp_modules(top)], dim=1)))
+        for i in range(len(laterals) - 1, 0, -1):  # top-down: coarse to fine
+            laterals[i - 1] = laterals[i - 1] + self._resize(laterals[i], laterals[i - 1].shape[2:])
+        outs = [conv(x) for conv, x in zip(self.fpn_convs, laterals)] + [laterals[-1]]
+        size = outs[0].shape[2:]
+        outs = [outs[0]] + [self._resize(x, size) for x in outs[1:]]
+        return self.cls_seg(self.fpn_bottleneck(torch.cat(outs, dim=1)))

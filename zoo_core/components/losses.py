@@ -80,14 +80,31 @@ class CrossEntropyLoss:
     """Pixel cross-entropy, mean over labelled pixels, with optional class weights.
 
     With ``class_weight`` the mean is weighted as in ``torch.nn.functional.cross_entropy``
-    (divided by the sum of the weights of the labelled pixels). See the module docstring
-    for what every loss accepts.
+    (divided by the sum of the weights of the labelled pixels). ``stats`` (the file written
+    by ``zoo data stats``) gives instead the 3rd-place report's pixel-distribution weights
+    ``sqrt(n_i / mean(n))`` (4.2.1, see :func:`pixel_distribution_weights`), the "cross
+    entropy loss with a class weight in pytorch" its VOLO model trained with (4.1.2). See the
+    module docstring for what every loss accepts.
     """
 
     def __init__(
-        self, class_weight: Sequence[float] | None = None, ignore_index: int = IGNORE_INDEX, loss_weight: float = 1.0
+        self,
+        class_weight: Sequence[float] | None = None,
+        stats: str | None = None,
+        num_classes: int | None = None,
+        ignore_index: int = IGNORE_INDEX,
+        loss_weight: float = 1.0,
     ):
-        self.class_weight = None if class_weight is None else torch.tensor(class_weight, dtype=torch.float32)
+        if stats is not None and class_weight is not None:
+            raise ConfigError("ce loss: give stats: PATH or class_weight: [...], not both (both set the class weights)")
+        if stats is not None:
+            from ..data.stats import read_stats
+
+            self.class_weight = pixel_distribution_weights(read_stats(Path(stats))["pixel_counts"])
+            if num_classes is not None:
+                _check_classes("ce", len(self.class_weight), num_classes, f"class statistics {stats}")
+        else:
+            self.class_weight = None if class_weight is None else torch.tensor(class_weight, dtype=torch.float32)
         self.ignore_index = ignore_index
         self.loss_weight = loss_weight
 

@@ -3,6 +3,8 @@
 The mappings of COCO-Stuff, ADE20K and Cityscapes are reviewed data files in
 ``remap_tables/`` (one line per source class: id, name, VSPW class or ``-`` for 255, and
 the reason for every merge and drop); they are parsed and checked when a remapper is built.
+A row whose reason starts with ``loose`` is a mapping a strict reading leaves out (COCO-Stuff:
+the 18 beyond the 3rd-place report's 131 classes, see ``remap_tables/README``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import torch
 
 from ..data.classes import VSPW_CLASSES
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..interfaces import IGNORE_INDEX
 
 
@@ -77,6 +79,9 @@ TABLE_HEADER = ("id", "name", "vspw", "reason")
 DROP = "-"
 
 
+TABLE_READINGS = ("strict", "loose")
+
+
 @dataclass(frozen=True)
 class TableRow:
     """One source class: its label value, name, VSPW class (None: 255) and why, and its line in the file."""
@@ -86,6 +91,12 @@ class TableRow:
     target: str | None
     reason: str
     line: int
+
+    @property
+    def loose(self) -> bool:
+        """A looser match (reason ``loose: ...`` or ``loose, merge: ...``): mapped only with ``table: loose``."""
+        tags, colon, _ = self.reason.partition(":")
+        return bool(colon) and "loose" in {tag.strip() for tag in tags.split(",")}
 
 
 def read_table(path: str | Path) -> list[TableRow]:
@@ -147,6 +158,8 @@ def read_table(path: str | Path) -> list[TableRow]:
             raise DataError(f"{where}: {name!r} is dropped (-) without a reason; say why no VSPW class fits")
         seen[source_id] = number
         rows.append(TableRow(source_id, name, None if target == DROP else target, reason, number))
+        if target == DROP and rows[-1].loose:
+            raise DataError(f"{where}: {name!r} is dropped (-) but marked loose; a loose row maps to a VSPW class")
     if not rows:
         raise DataError(
             f"remapping table {path} has no rows; expected the header {' '.join(TABLE_HEADER)!r} "
@@ -170,13 +183,22 @@ def read_table(path: str | Path) -> list[TableRow]:
 class TableRemapper(LUTRemapper):
     """A remapper read from a table file; ``known`` marks the source values the table lists.
 
-    Subclasses set ``table_file``: a name in ``remap_tables/`` or an absolute path.
+    Subclasses set ``table_file``: a name in ``remap_tables/`` or an absolute path. ``table``
+    is the reading: ``strict`` maps the rows marked loose (see :attr:`TableRow.loose`) to 255,
+    ``loose`` to their class. Only the COCO-Stuff table marks rows loose.
     """
 
     table_file: ClassVar[str]
 
-    def __init__(self, min_labelled: float = 0.0):
+    def __init__(self, min_labelled: float = 0.0, table: str = "strict"):
+        if table not in TABLE_READINGS:
+            raise ConfigError(
+                f"remapper table {table!r} is not a reading of {self.table_file}; choose strict (only the "
+                "table's exact matches; for COCO-Stuff the report's 131 classes) or loose (its looser matches too)"
+            )
         super().__init__(min_labelled)
+        self.table = table
+        loose = table == "loose"
         self.table_path = TABLES_DIR / self.table_file
         self.rows = read_table(self.table_path)
         train_id = {name: index for index, name in enumerate(VSPW_CLASSES)}
@@ -184,7 +206,7 @@ class TableRemapper(LUTRemapper):
         self.known = np.zeros(256, dtype=bool)
         names = [""] * (max(row.source_id for row in self.rows) + 1)  # "" for values the table does not list
         for row in self.rows:
-            if row.target is not None:
+            if row.target is not None and (loose or not row.loose):
                 self.lut[row.source_id] = train_id[row.target]
             self.known[row.source_id] = True
             names[row.source_id] = row.source_name
@@ -192,7 +214,13 @@ class TableRemapper(LUTRemapper):
 
 
 class COCOStuffRemapper(TableRemapper):
-    """COCO-Stuff 164k (stuffthingmaps, 171 classes) -> VSPW train ids."""
+    """COCO-Stuff 164k (171 classes) -> VSPW train ids; table: strict (131 classes, the default) or loose (149).
+
+    ``table: strict`` (the default) is the 3rd-place report's reading (2.2): 131 of COCO-Stuff's
+    classes have a VSPW class, the other 41 (with "unlabeled") become 255. ``table: loose`` also
+    maps the 18 looser matches marked ``loose`` in ``remap_tables/coco_stuff.tsv`` (explained in
+    ``remap_tables/README``).
+    """
 
     table_file = "coco_stuff.tsv"
 

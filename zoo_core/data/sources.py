@@ -52,6 +52,8 @@ def build_train_set(
             where = "" if source.type == "vspw" else f" of the {source.type} dataset"
             raise ConfigError(f"{field}.root: give the folder{where} (vspw sources default to data.root)")
         args = {"min_labelled": source.min_labelled} if source.min_labelled > 0 else {}
+        if getattr(source, "table", None) is not None:  # the reading of a table remapper (coco-stuff: strict, loose)
+            args["table"] = source.table
         try:
             remapper: Remapper = get_catalog().build("remapper", remapper_name, args)
         except ConfigError as exc:

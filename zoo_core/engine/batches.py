@@ -107,6 +107,40 @@ def build_train_set(pipeline: Pipeline, world: distributed.World, log: Callable[
     return train_set
 
 
+def resolve_global_batch(pipeline: Pipeline, world: distributed.World, log: Callable[[str], None]) -> Pipeline:
+    """The pipeline with ``train.accum_steps`` derived from ``train.global_batch`` for this many processes.
+
+    ``global_batch`` (the reports' 16) = ``batch_size`` x ``accum_steps`` x processes, so one recipe
+    runs on 8 GPUs (batch_size 2, accum 1) or on one (batch_size 2, accum 8) with the same batches.
+    Logs the global batch in either case.
+    """
+    spec = pipeline.train
+    assert spec is not None
+    processes = f"{world.size} process{'es' if world.size > 1 else ''}"
+    if spec.global_batch is not None:
+        per_step = spec.batch_size * world.size
+        if spec.global_batch % per_step:
+            raise ConfigError(
+                f"train.global_batch {spec.global_batch} is not a multiple of train.batch_size {spec.batch_size} x "
+                f"{processes} = {per_step}; choose a batch_size and a process count (--nproc) whose product "
+                f"divides {spec.global_batch}"
+            )
+        accum = spec.global_batch // per_step
+        if "accum_steps" in spec.model_fields_set and spec.accum_steps != accum:
+            raise ConfigError(
+                f"train.accum_steps {spec.accum_steps} contradicts train.global_batch {spec.global_batch} "
+                f"(batch_size {spec.batch_size} x {processes} needs accum_steps {accum}); remove accum_steps, "
+                "which global_batch sets, or set global_batch: null"
+            )
+        spec = spec.model_copy(update={"accum_steps": accum})
+        pipeline = pipeline.model_copy(update={"train": spec})
+    log(
+        f"global batch {spec.batch_size * spec.accum_steps * world.size} images per iteration "
+        f"(batch_size {spec.batch_size} x accum_steps {spec.accum_steps} x {processes})"
+    )
+    return pipeline
+
+
 def check_global_batch(spec: TrainSpec, world: distributed.World, samples: int) -> None:
     global_batch = spec.batch_size * spec.accum_steps * world.size
     if samples < global_batch:

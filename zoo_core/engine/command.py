@@ -54,22 +54,9 @@ def average_command(checkpoints: tuple[Path, ...], out: Path, force: bool) -> No
 )
 def train_command(pipeline: Pipeline, out: Path, resume: bool, nproc: int) -> None:
     """Train the pipeline's `model` with its `train` recipe (resumable; Ctrl-C writes a checkpoint)."""
-    if nproc > 1:
-        import sys
+    from ..parallel import relaunch
 
-        from .distributed import launch
-
-        ctx = click.get_current_context()
-        args = ["train", ctx.params["pipeline_path"], "--out", str(out)]
-        for item in ctx.params["overrides"]:
-            args += ["--set", item]
-        for option in ("device", "amp"):
-            if ctx.params[option]:
-                args += [f"--{option}", ctx.params[option]]
-        if resume:
-            args.append("--resume")
-        sys.exit(launch(nproc, args))
-
+    relaunch(nproc)  # --nproc N: this command again, in N processes
     from .trainer import train
 
     train(pipeline, out, resume=resume, log=lambda m: click.echo(m, err=True))

@@ -22,6 +22,7 @@ from . import distributed
 from .batches import micro_batch_seed
 from .checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
 from .schedule import param_groups
+from .teacher import Teacher, check_same_teacher, load_teacher
 
 
 @dataclass
@@ -30,7 +31,8 @@ class TrainState:
 
     ``trained`` is what the forward pass goes through: the model itself, or its
     ``DistributedDataParallel`` wrapper under torchrun (see :meth:`distribute`).
-    ``extra`` is saved with every checkpoint (the class names).
+    ``extra`` is saved with every checkpoint (the class names, the teacher's record).
+    ``teacher`` is the frozen model of a loss that ``needs_teacher`` (see :mod:`.teacher`).
     """
 
     spec: TrainSpec
@@ -46,6 +48,7 @@ class TrainState:
     model_label: str = "the model"  # how error messages name the model and the loss
     loss_label: str = "the loss"
     components: tuple[tuple[str, str, str], ...] = ()  # (path, kind, name) that shape the weights besides the model
+    teacher: Teacher | None = None
     trained: torch.nn.Module = field(init=False)
 
     def __post_init__(self) -> None:
@@ -65,13 +68,15 @@ class TrainState:
         with torch.random.fork_rng(devices=[]):
             loss_fn = catalog.build("loss", spec.loss.type, spec.loss.args, num_classes=pipeline.model.num_classes)
         loss_label = catalog.get("loss", spec.loss.type).describe()
+        class_names = tuple(extra.get("class_names", ()))
         bind_component(
             loss_fn,
             loss_label,
-            BindContext(
-                (), tuple(extra.get("class_names", ())), pipeline.model.num_classes, device, "loss", "train.loss"
-            ),
+            BindContext((), class_names, pipeline.model.num_classes, device, "loss", "train.loss"),
         )
+        teacher = load_teacher(loss_fn, loss_label, class_names, pipeline.model.num_classes, device)
+        if teacher is not None:
+            extra = dict(extra, teacher=teacher.record)  # the provenance of every checkpoint and the final model
         model = build_segmentor(model_config).to(device).train()
         optimizer = torch.optim.AdamW(param_groups(model, spec), lr=spec.lr, betas=spec.betas)
         scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
@@ -89,6 +94,7 @@ class TrainState:
             model_label=describe_model(None, model_config, catalog),
             loss_label=loss_label,
             components=training_components(spec),
+            teacher=teacher,
         )
 
     def restore(self, checkpoint: Path | None, log: Callable[[str], None]) -> int:
@@ -97,6 +103,7 @@ class TrainState:
             if self.spec.init_from:
                 _load_initial_weights(self.model, self.spec.init_from, log)
             return 0
+        check_same_teacher(self.teacher, checkpoint)
         state = load_checkpoint(checkpoint, self.model, self.optimizer)
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -144,12 +151,19 @@ class TrainState:
         return head_totals.tolist()
 
     def head_losses(self, images: torch.Tensor, targets: torch.Tensor, iteration: int) -> torch.Tensor:
-        """The forward pass of one micro-batch and each head's weighted loss, as a float32 vector."""
+        """The forward pass of one micro-batch and each head's weighted loss, as a float32 vector.
+
+        With a teacher, every head's loss gets the teacher's prediction (its last head) on the same images.
+        """
         with component_errors(self.model_label):
             outputs = self.trained(images)
+        teacher = None
+        if self.teacher is not None:
+            with component_errors(self.teacher.label):
+                teacher = self.teacher(images)
         with component_errors(self.loss_label):
             losses = [
-                self.loss_fn(output, targets, LossContext(images, iteration, self.spec.max_iters, i))
+                self.loss_fn(output, targets, LossContext(images, iteration, self.spec.max_iters, i, teacher=teacher))
                 for i, output in enumerate(outputs)
             ]
             for value in losses:

@@ -32,7 +32,7 @@ from ..pipeline.schema import Pipeline
 from ..runtime import resolve_amp, resolve_device
 from . import distributed
 from .averaging import average_model_dirs
-from .batches import build_train_set, local_batches
+from .batches import build_train_set, local_batches, resolve_global_batch
 from .checkpoint import list_checkpoints
 from .interrupt import StopRequest
 from .run_dir import CHECKPOINTS_DIR, LOG_NAME, SWA_DIR, check_run_dir, finished, start_run_dir
@@ -69,12 +69,14 @@ def _train(
         log(f"{out} has already trained to iteration {total_iters(spec)}; nothing to do")
         return out
 
+    recorded = pipeline  # the run directory keeps the pipeline as given: a derived accum_steps is no change
+    pipeline = resolve_global_batch(pipeline, world, log)
     train_set = build_train_set(pipeline, world, log)
     amp = resolve_amp(pipeline.runtime.amp, device, log)  # auto: bf16 only where the device computes it natively
     state = TrainState.build(pipeline, world, device, amp, extra={"class_names": list(train_set.class_names)})
     step = state.restore(latest, log)
     if world.is_main:
-        start_run_dir(pipeline, out, step)
+        start_run_dir(recorded, out, step)
     state.distribute()
 
     started = time.perf_counter()

@@ -7,6 +7,7 @@ line naming that component and its distribution (``zoo run`` adds the video and 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -32,9 +33,12 @@ class ModelRunner:
     label: str = ""
     tta_label: str = ""
 
-    def predict_once(self, images: torch.Tensor) -> torch.Tensor:
+    def predict_once(
+        self, images: torch.Tensor, size: Sequence[int] | None = None, add_to: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The PredictFn a TTA policy gets: the model's probabilities at ``size`` (see ``Segmentor.predict``)."""
         with autocast(self.device, self.amp), component_errors(self.label or f"model {self.name!r}"):
-            return self.model.predict(images).float()
+            return self.model.predict(images, size=size, add_to=add_to).float()
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         label = self.tta_label or f"the TTA policy of model {self.name!r}"

@@ -26,6 +26,12 @@ def write_label_png(path: Path, labels: np.ndarray, compress_level: int = 1) -> 
         image.save(tmp, format="PNG", compress_level=compress_level)
 
 
+def read_label_png(path: Path) -> np.ndarray:
+    """The train ids of a PNG :func:`write_label_png` wrote (its palette indices), as HxW uint8."""
+    with Image.open(path) as image:
+        return np.array(image, dtype=np.uint8)
+
+
 def colorize(labels: np.ndarray) -> np.ndarray:
     """Train ids -> RGB in the VSPW palette (ignore and unknown ids black)."""
     lut = np.zeros((256, 3), np.uint8)
@@ -62,6 +68,12 @@ class PngWriter:
             self.flush()
         finally:
             self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> PngWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:

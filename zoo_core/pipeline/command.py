@@ -63,13 +63,35 @@ def pipeline_command(name: str, default_out: str, out_help: str, options: tuple 
     return decorate
 
 
-@pipeline_command("run", "runs/latest", "Run directory; rerunning into it resumes.")
-def run_command(pipeline: Pipeline, out: Path) -> None:
-    """Predict and evaluate: data -> models (TTA) -> ensemble -> PNGs -> metrics and report."""
+NPROC_OPTION = click.option(
+    "--nproc",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Processes on this machine (torchrun; gloo on CPU, nccl on GPU).",
+)
+
+
+@pipeline_command(
+    "run",
+    "runs/latest",
+    "Run directory; rerunning into it resumes.",
+    options=(NPROC_OPTION,),
+)
+def run_command(pipeline: Pipeline, out: Path, nproc: int) -> None:
+    """Predict and evaluate: data -> models (TTA) -> ensemble -> PNGs -> metrics and report.
+
+    With --nproc N (or under torchrun) the videos are split across the processes; the results
+    are those of one process."""
+    from ..parallel import relaunch
+
+    relaunch(nproc)  # --nproc N: this command again, in N processes
     from .report import metrics_table
     from .run import run_pipeline
 
     metrics = run_pipeline(pipeline, out, log=lambda m: click.echo(m, err=True))
+    if metrics is None:  # another rank than 0: rank 0 reports
+        return
     click.echo(f"predictions: {out / 'pred'}")
     if metrics:
         click.echo(metrics_table(metrics))

@@ -9,11 +9,14 @@ finished videos and redoes the one that was interrupted.
 ``config.json`` and weights (with their size and time, so an unchanged file is not hashed
 again) and the provenance of every component. A rerun resumes only when the pipeline and
 every model file match; results of different pipelines or weights never mix.
+
+Under torchrun (``zoo run --nproc N``) each process predicts ``videos[rank::N]``; rank 0 alone
+claims the directory first, and at the end merges every video's statistics in the video order
+and builds the report from the PNGs, so the output does not depend on the number of processes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
@@ -34,7 +37,7 @@ from ..evaluation.evaluator import StreamingEvaluator, VideoStats
 from ..fileio import atomic_write_text
 from ..hub.client import LOCK_NAME, Lock, file_sha256, resolve_weights
 from ..inference.predictor import ModelRunner, Predictor
-from ..inference.sinks import PngWriter, overlay, prefetch
+from ..inference.sinks import PngWriter, overlay, prefetch, read_label_png
 from ..interfaces import BindContext
 from ..model_dir import (
     CONFIG_NAME,
@@ -47,6 +50,7 @@ from ..model_dir import (
     provenance,
     read_model_config,
 )
+from ..parallel import World, setup, shard, sync, teardown, wait_for
 from ..plugins import get_catalog
 from ..runtime import resolve_amp, resolve_device
 from .report import write_report
@@ -329,14 +333,25 @@ def _clear_unfinished(out: Path) -> None:
     (out / LOCK_NAME).unlink(missing_ok=True)
 
 
-def run_pipeline(pipeline: Pipeline, out: Path, log=print) -> dict:
+def run_pipeline(pipeline: Pipeline, out: Path, log=print) -> dict | None:
     """Run the pipeline into ``out``; returns the metrics (empty when there is nothing to evaluate).
 
     Everything that can be checked is checked before ``out`` is created or a model loads:
     the data, each model's config.json and classes, the components' arguments (``bind``).
+    Under torchrun the videos are split across the processes (see :func:`_run`); the other
+    ranks return None, rank 0 the metrics of the whole run.
     """
-    out = Path(out)
-    device = resolve_device(pipeline.runtime.device)
+    world, device = setup(resolve_device(pipeline.runtime.device))
+    try:
+        return _run(pipeline, Path(out), world, device, log if world.is_main else (lambda message: None))
+    finally:
+        teardown()
+
+
+def _run(pipeline: Pipeline, out: Path, world: World, device: torch.device, log: Callable[[str], None]) -> dict | None:
+    """Every rank checks everything, rank 0 alone claims ``out``, each rank predicts its share of the videos
+    (``videos[rank::size]``), and rank 0 merges every video's statistics in the video order: metrics,
+    confusion matrix and report are those of one process, whatever the number of processes."""
     if pipeline.runtime.threads:
         torch.set_num_threads(pipeline.runtime.threads)
     dataset = VSPWDataset(pipeline.data.root, pipeline.data.split)
@@ -347,79 +362,132 @@ def run_pipeline(pipeline: Pipeline, out: Path, log=print) -> dict:
         class_names=tuple(class_names),
         num_classes=num_classes,
         device=device,
+        model_dirs=tuple(m.path for m in models),
     )
     ttas, (ensembler, ensembler_label) = build_components(pipeline, context)
     record = run_provenance(pipeline, models)
     amp = resolve_amp(pipeline.runtime.amp, device, log)  # auto: bf16 only where the device computes it natively
-    stamp = read_stamp(out)
-    _claim_output(out, pipeline, stamp, model_contents(models, stamp), record, amp, log)
-    if lock.entries:  # what exactly was run, next to the results
-        lock.save(out / LOCK_NAME)
+    if world.is_main:
+        stamp = read_stamp(out)
+        _claim_output(out, pipeline, stamp, model_contents(models, stamp), record, amp, log)
+        if lock.entries:  # what exactly was run, next to the results
+            lock.save(out / LOCK_NAME)
+    sync(world)  # the other ranks write into `out` once it is this run's
 
+    evaluate = pipeline.eval.enabled
+
+    def marker(video: str) -> Path:
+        """A video is finished once this exists: its statistics, or an empty file without evaluation."""
+        return out / STATE_DIR / (f"{video}.npz" if evaluate else f"{video}.done")
+
+    finished = {v for v in videos if marker(v).exists()}
+    mine = [v for v in shard(videos, world) if v not in finished]
+    frames = {v: len(dataset.frames(v)) for v in videos}  # listing frames reads no image
+    if finished:
+        log(f"resumed: {len(finished)} finished video(s) skipped, {len(videos) - len(finished)} to predict")
+    # Counted in frames, so a long video shows progress too; rank 0 counts the other ranks' videos as they finish.
+    bar = tqdm(
+        total=sum(frames.values()),
+        initial=sum(frames[v] for v in finished),
+        desc="zoo run",
+        unit="frame",
+        disable=not (pipeline.runtime.progress and world.is_main),
+    )
+    with bar:
+        others = [marker(v) for v in videos if v not in finished and v not in mine]
+        if mine:
+            predictor = _load_predictor(models, ttas, ensembler, ensembler_label, device, amp)
+            evaluator = StreamingEvaluator(num_classes, tuple(pipeline.eval.windows)) if evaluate else None
+            started = time.perf_counter()
+            with PngWriter(pipeline.output.png_compress_level) as writer:
+                for video in mine:
+                    _predict_video(dataset, video, out, predictor, writer, evaluator, device, bar)
+                    writer.flush()  # the video's PNGs are on disk before it is marked finished
+                    if evaluator is not None:
+                        evaluator.end_video().save(marker(video))
+                    else:
+                        atomic_write_text(marker(video), "")
+                    if world.is_main:
+                        others = _count_finished(others, bar, frames)
+            done = sum(frames[v] for v in mine)
+            elapsed = time.perf_counter() - started
+            who = f"rank 0 of {world.size} " if world.distributed else ""
+            log(f"{who}predicted {done} frames in {elapsed:.1f} s ({done / elapsed:.2f} frames/s)")
+        if not world.is_main:
+            return None
+        wait_for(others, log, on_found=lambda path: bar.update(frames[path.stem]))
+
+    if not evaluate:
+        return {}
+    # One evaluator over every video in the video order, as one uninterrupted process adds them.
+    evaluator = StreamingEvaluator(num_classes, tuple(pipeline.eval.windows))
+    for video in videos:
+        evaluator.add(VideoStats.load(marker(video)))
+    if not evaluator.evaluated_frames:
+        log(f"split {pipeline.data.split!r} has no ground-truth masks: predictions written, nothing evaluated")
+        return {}
+    metrics = evaluator.result(class_names)
+    atomic_write_text(out / "metrics.json", json.dumps(dict(metrics, precision=amp, provenance=record), indent=2))
+    write_confusion(out / "confusion.json", evaluator.confusion_matrix, class_names)
+    overlays = _first_frame_overlays(dataset, videos[: pipeline.output.overlays], out)
+    write_report(out / "report", metrics, evaluator.confusion_matrix, class_names, overlays)
+    return metrics
+
+
+def _load_predictor(
+    models: list[PreparedModel], ttas: list, ensembler: Any, ensembler_label: str, device: torch.device, amp: str
+) -> Predictor:
     runners = []
     for model, (tta, tta_label) in zip(models, ttas):
         network, _ = load_model_dir(model.path, device=device)
         runners.append(ModelRunner(model.spec.name, network.eval(), tta, device, amp, model.label, tta_label))
-    predictor = Predictor(runners, ensembler, ensembler_label)
+    return Predictor(runners, ensembler, ensembler_label)
 
-    evaluator = StreamingEvaluator(num_classes, tuple(pipeline.eval.windows)) if pipeline.eval.enabled else None
-    overlays: list[tuple[str, object]] = []
-    started, frames_done, skipped = time.perf_counter(), 0, 0
-    with contextlib.ExitStack() as closing:  # the progress bar, and the PNG writer's thread
-        # Counted in frames, so a long video shows progress too; listing frames reads no image.
-        bar = closing.enter_context(
-            tqdm(
-                total=sum(len(dataset.frames(v)) for v in videos),
-                desc="zoo run",
-                unit="frame",
-                disable=not pipeline.runtime.progress,
-            )
-        )
-        writer = PngWriter(pipeline.output.png_compress_level)
-        closing.callback(writer.close)
-        for done, video in enumerate(videos):
-            # a video is finished once its marker exists: its statistics, or an empty file without evaluation
-            marker = out / STATE_DIR / (f"{video}.npz" if evaluator is not None else f"{video}.done")
-            if marker.exists():
-                if evaluator is not None:
-                    evaluator.add(VideoStats.load(marker))
-                skipped += 1
-                bar.update(len(dataset.frames(video)))
-                continue
-            (out / PRED_DIR / video).mkdir(parents=True, exist_ok=True)
-            if evaluator is not None:
-                evaluator.start_video(video)
-            for index, frame in enumerate(prefetch(dataset.iter_video(video))):
-                images = normalize(frame.image).unsqueeze(0).to(device)
-                with error_location(f"on video {video} frame {frame.ref.name}"):
-                    labels = predictor(images)[0].cpu().numpy()
-                writer.submit(out / PRED_DIR / video / f"{frame.ref.name}.png", labels)
-                if evaluator is not None and frame.mask is not None:
-                    evaluator.update(labels, frame.mask, source=f"{video}/{frame.ref.name}")
-                if index == 0 and len(overlays) < pipeline.output.overlays:
-                    overlays.append((f"{video}_{frame.ref.name}", overlay(frame.image, labels)))
-                frames_done += 1
-                bar.update()
-                bar.set_postfix(video=f"{done + 1}/{len(videos)}", refresh=False)
-            writer.flush()  # the video's PNGs are on disk before it is marked finished
-            if evaluator is not None:
-                evaluator.end_video().save(marker)
-            else:
-                atomic_write_text(marker, "")
-    if frames_done:
-        elapsed = time.perf_counter() - started
-        log(f"predicted {frames_done} frames in {elapsed:.1f} s ({frames_done / elapsed:.2f} frames/s)")
-    if skipped:
-        log(f"resumed: {skipped} finished video(s) skipped, {len(videos) - skipped} predicted")
-    metrics: dict = {}
-    if evaluator is not None and evaluator.evaluated_frames:
-        metrics = evaluator.result(class_names)
-        atomic_write_text(out / "metrics.json", json.dumps(dict(metrics, precision=amp, provenance=record), indent=2))
-        write_confusion(out / "confusion.json", evaluator.confusion_matrix, class_names)
-        write_report(out / "report", metrics, evaluator.confusion_matrix, class_names, overlays)
-    elif evaluator is not None:
-        log(f"split {pipeline.data.split!r} has no ground-truth masks: predictions written, nothing evaluated")
-    return metrics
+
+def _predict_video(
+    dataset: VSPWDataset,
+    video: str,
+    out: Path,
+    predictor: Predictor,
+    writer: PngWriter,
+    evaluator: StreamingEvaluator | None,
+    device: torch.device,
+    bar: tqdm,
+) -> None:
+    """Predict one video frame by frame: its PNGs go to the writer, its statistics to the evaluator."""
+    (out / PRED_DIR / video).mkdir(parents=True, exist_ok=True)
+    if evaluator is not None:
+        evaluator.start_video(video)
+    for frame in prefetch(dataset.iter_video(video)):
+        images = normalize(frame.image).unsqueeze(0).to(device)
+        with error_location(f"on video {video} frame {frame.ref.name}"):
+            labels = predictor(images)[0].cpu().numpy()
+        writer.submit(out / PRED_DIR / video / f"{frame.ref.name}.png", labels)
+        if evaluator is not None and frame.mask is not None:
+            evaluator.update(labels, frame.mask, source=f"{video}/{frame.ref.name}")
+        bar.update()
+
+
+def _count_finished(pending: list[Path], bar: tqdm, frames: dict[str, int]) -> list[Path]:
+    """Advance the progress bar by the other ranks' videos finished since; returns those still pending."""
+    still = []
+    for path in pending:
+        if path.exists():
+            bar.update(frames[path.stem])
+        else:
+            still.append(path)
+    return still
+
+
+def _first_frame_overlays(dataset: VSPWDataset, videos: list[str], out: Path) -> list[tuple[str, Any]]:
+    """The report's overlays: the first frame of each of ``videos`` under its predicted labels, read back from
+    the PNGs, so they do not depend on which process predicted which video or on an interruption."""
+    overlays = []
+    for video in videos:
+        ref = dataset.frames(video)[0]
+        labels = read_label_png(out / PRED_DIR / video / f"{ref.name}.png")
+        overlays.append((f"{video}_{ref.name}", overlay(dataset.load_image(ref), labels)))
+    return overlays
 
 
 def _select_videos(dataset: VSPWDataset, pipeline: Pipeline) -> list[str]:

@@ -83,6 +83,7 @@ class SourceSpec(Strict):
     ratio: float = Field(1.0, gt=0)  # relative share of the samples drawn from it
     remapper: str | None = None  # a catalog remapper name; default: the type's own
     min_labelled: float = Field(0.0, ge=0, le=1)  # 3rd place 2.2: drop images under 80% labelled after remapping
+    table: Literal["strict", "loose"] | None = None  # coco-stuff: the report's 131 classes (default) or 149
 
 
 class SWASpec(Strict):
@@ -117,6 +118,7 @@ class TrainSpec(Strict):
     max_iters: int = Field(ge=1)
     batch_size: int = Field(2, ge=1)
     accum_steps: int = Field(1, ge=1)
+    global_batch: int | None = Field(None, ge=1)  # images per step: zoo train derives accum_steps for its processes
     lr: float = Field(1e-4, gt=0)
     decoder_lr_mult: float = Field(1.0, gt=0)  # 3rd place: the decoder learns 10x faster than the backbone
     weight_decay: float = Field(0.01, ge=0)
@@ -139,6 +141,11 @@ class TrainSpec(Strict):
     def _warmup_fits(self) -> TrainSpec:
         if self.warmup_iters > self.max_iters:
             raise ValueError(f"warmup_iters ({self.warmup_iters}) must not exceed max_iters ({self.max_iters})")
+        if self.global_batch is not None and self.global_batch % self.batch_size:
+            raise ValueError(
+                f"global_batch ({self.global_batch}) must be a multiple of batch_size ({self.batch_size}): "
+                "each process runs whole micro-batches"
+            )
         return self
 
 

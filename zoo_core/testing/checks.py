@@ -690,8 +690,9 @@ def check_loss(
         void = (tgt == IGNORE_INDEX).unsqueeze(1).expand_as(out)
         changed[void] = torch.randn(int(void.sum()), generator=generator).to(device) * 10
         where = f"a target with one labelled pixel, {kind} {_shape(out)}"
-        first = _loss_pass(check, loss_fn, out, tgt, context(1), where)
-        second = _loss_pass(check, loss_fn, changed, tgt, context(1), where + ", other logits at the 255 pixels")
+        same = context(1)  # one teacher output for both calls: only the logits at the 255 pixels differ
+        first = _loss_pass(check, loss_fn, out, tgt, same, where)
+        second = _loss_pass(check, loss_fn, changed, tgt, same, where + ", other logits at the 255 pixels")
         if not torch.allclose(first.detach().float(), second.detach().float(), rtol=1e-5, atol=1e-6):
             check.fail(
                 f"does not ignore pixels labelled {IGNORE_INDEX}: with one labelled pixel, changing the logits "
@@ -833,18 +834,35 @@ def check_remapper(
 
 
 class _RecordingPredict:
-    """A fake model's predict function that records the batches it gets and the results it gave."""
+    """A fake model's predict function (with ``size`` and ``add_to``, as the core's) recording calls and results."""
 
     def __init__(self, probabilities: Callable[[torch.Tensor], torch.Tensor]):
         self.probabilities = probabilities
         self.inputs: list[tuple[tuple[int, ...], torch.device, torch.dtype]] = []
+        self.problems: list[str] = []  # what was wrong with a call's size or add_to
         self.outputs: list[weakref.ref] = []
         self.max_live = 0
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, size: Sequence[int] | None = None, add_to: torch.Tensor | None = None
+    ) -> torch.Tensor:
         self.inputs.append((tuple(images.shape), images.device, images.dtype))
-        self.max_live = max(self.max_live, sum(ref() is not None for ref in self.outputs))
+        live = {id(result) for result in (ref() for ref in self.outputs) if result is not None}
+        self.max_live = max(self.max_live, len(live))
         probs = self.probabilities(images)
+        if size is not None:
+            if not (len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
+                self.problems.append(f"size={size!r}; pass (height, width) in pixels")
+            elif tuple(size) != tuple(probs.shape[-2:]):
+                probs = torch.nn.functional.interpolate(probs, size=tuple(size), mode="bilinear", align_corners=False)
+        if add_to is not None:  # a running sum the policy keeps: the result is added to it in place
+            if add_to.shape != probs.shape:
+                self.problems.append(
+                    f"an add_to of shape {tuple(add_to.shape)} for a result of shape {tuple(probs.shape)}; pass "
+                    "a running sum of the result's shape"
+                )
+            else:
+                probs = add_to.add_(probs)
         self.outputs.append(weakref.ref(probs))
         return probs
 
@@ -902,10 +920,12 @@ def check_tta(
     model it equals ``predict(images)`` up to resampling blur (mean absolute difference below
     :data:`TTA_GEOMETRY_TOLERANCE`: every view is mapped back to the input geometry) and each
     pixel's probabilities sum to 1 (up to :data:`PROBABILITY_SUM_TOLERANCE`: an average);
-    ``predict`` only gets ``(N, 3, h, w)`` batches of the input's N, channels, dtype and
-    device; the images are not modified in place; when ``predict`` is called, at most
-    :data:`MAX_LIVE_VIEWS` earlier results are still referenced (a running sum, not a
-    stack); after the call nothing of it (images, predictions) is kept.
+    ``predict`` (which takes ``size=(h, w)`` and ``add_to``, as the core's does) only gets
+    ``(kN, 3, h, w)`` batches of the input's channels, dtype and device, k views of the N
+    images at once, and sizes of two positive ints; the images are not modified in place;
+    when ``predict`` is called, at most :data:`MAX_LIVE_VIEWS` earlier results are still
+    referenced (a running sum, not a stack); after the call nothing of it (images,
+    predictions) is kept.
     """
     check = _Check("tta", factory, name)
     device = torch.device(device)
@@ -975,13 +995,16 @@ def _tta_pass(
     n, c = images.shape[:2]
     for shape, on, dtype in predict.inputs:
         check.ensure(
-            len(shape) == 4 and shape[:2] == (n, c) and min(shape[2:]) > 0,
-            f"called predict with a batch of shape {shape} for {where}; expected ({n}, {c}, h, w)",
+            len(shape) == 4 and shape[0] % n == 0 and shape[0] > 0 and shape[1] == c and min(shape[2:]) > 0,
+            f"called predict with a batch of shape {shape} for {where}; expected ({n}, {c}, h, w), or k views of "
+            f"the {n} images in one batch ({n}k, {c}, h, w)",
         )
         check.ensure(
             on == images.device and dtype == images.dtype,
             f"called predict with a {dtype} batch on {on} for {images.dtype} images on {images.device}",
         )
+    if predict.problems:
+        check.fail(f"called predict ({where}) with {predict.problems[0]}")
     if predict.max_live > MAX_LIVE_VIEWS:
         check.fail(
             f"keeps {predict.max_live} earlier predictions alive while it calls predict again ({where}); "

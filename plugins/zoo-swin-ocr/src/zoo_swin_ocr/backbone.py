@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+from torch import nn
+
 from zoo_core.errors import ConfigError
 from zoo_core.nn import TimmBackbone
 
-from .presets import OUT_INDICES, get_preset
+from .presets import get_preset
 
 
 def check_depths(depths: Any, where: str = "backbone 'swin' depths") -> tuple[int, ...]:
@@ -56,9 +59,10 @@ def backbone_args(
 
 
 class SwinBackbone(TimmBackbone):
-    """Swin Transformer (timm) at strides 8, 16, 32 from a preset (swin-l, swin-l-deep, swin-mini...).
+    """Swin Transformer (timm) from a preset: strides 8, 16, 32 (swin-l, swin-mini...) or 4 to 32 (swin-l-uper...).
 
-    ``preset`` fixes the architecture (see :data:`zoo_swin_ocr.presets.PRESETS`);
+    ``preset`` fixes the architecture and the stages returned (see :data:`zoo_swin_ocr.presets.PRESETS`);
+    the UperNet presets also layer-normalise each output (``out_norms``), as mmsegmentation's Swin does;
     ``depths``, ``window_size``, ``drop_path_rate`` and ``img_size`` override it. Any input
     size is accepted (the windows and masks follow the input). ``pretrained`` loads timm's
     ImageNet-22k weights (``swin-l`` only); offline, point timm at a local file with
@@ -89,6 +93,16 @@ class SwinBackbone(TimmBackbone):
         if pretrained_cfg_overlay is not None:
             args["pretrained_cfg_overlay"] = dict(pretrained_cfg_overlay)
         model_name = args.pop("model_name")
-        super().__init__(model_name, pretrained=pretrained, out_indices=OUT_INDICES, **args)
+        super().__init__(model_name, pretrained=pretrained, out_indices=spec.out_indices, **args)
         self.preset = preset
         self.depths: tuple[int, ...] = tuple(args["depths"])
+        self.out_norms = nn.ModuleList(nn.LayerNorm(c) for c in self.channels) if spec.output_norms else None
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        features = super().forward(images)
+        if self.out_norms is None:
+            return features
+        # LayerNorm over the channels of each pixel: NCHW -> NHWC and back
+        return [
+            norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous() for norm, x in zip(self.out_norms, features)
+        ]

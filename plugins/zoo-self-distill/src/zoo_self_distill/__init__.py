@@ -1,0 +1,1 @@
+"""Self-distillation (VSPW 5th place, report 3.2): the ``self-distill`` loss."""
