@@ -29,10 +29,9 @@ from ..errors import ConfigError, DataError, component_errors, error_location
 from ..fileio import atomic_path, atomic_write_text
 from ..inference.predictor import ModelRunner
 from ..inference.sinks import prefetch
-from ..interfaces import BindContext
 from ..model_dir import load_model_dir
 from ..pipeline.command import pipeline_command
-from ..pipeline.run import _select_videos, build_components, model_contents, prepare_models
+from ..pipeline.run import build_components, model_contents, models_context, prepare_models, select_videos
 from ..pipeline.schema import Pipeline
 from ..runtime import resolve_amp, resolve_device
 from .cache import CacheSettings, ModelCache, cache_record, claim, open_cache
@@ -84,7 +83,7 @@ def plan_search(
         )
     device = resolve_device(pipeline.runtime.device)
     dataset = VSPWDataset(pipeline.data.root, pipeline.data.split)
-    videos = _select_videos(dataset, pipeline)
+    videos = select_videos(dataset, pipeline)
     for video in videos:
         if any(ref.mask_path is None for ref in dataset.frames(video)):
             raise DataError(
@@ -97,13 +96,7 @@ def plan_search(
             f"models: the pipeline has {len(models)} model ({models[0].spec.name}); a weight search needs "
             "an ensemble of at least two models"
         )
-    context = BindContext(
-        model_names=tuple(m.spec.name for m in models),
-        class_names=tuple(class_names),
-        num_classes=num_classes,
-        device=device,
-        model_dirs=tuple(m.path for m in models),
-    )
+    context = models_context(models, class_names, num_classes, device)
     ttas, (ensembler, label) = build_components(pipeline, context)
     if not isinstance(ensembler, LinearEnsembler):
         linear = _linear_ensemblers()

@@ -126,6 +126,19 @@ def _class_difference(names: list[str] | None, first: list[str] | None, first_mo
     return f"class {index} is {names[index]!r}, but {first[index]!r} in models[0] ({first_model})"
 
 
+def models_context(
+    models: list[PreparedModel], class_names: list[str], num_classes: int, device: torch.device
+) -> BindContext:
+    """The :class:`BindContext` of a pipeline's models: their names and directories, classes and device."""
+    return BindContext(
+        model_names=tuple(m.spec.name for m in models),
+        class_names=tuple(class_names),
+        num_classes=num_classes,
+        device=device,
+        model_dirs=tuple(m.path for m in models),
+    )
+
+
 def build_components(pipeline: Pipeline, context: BindContext) -> tuple[list[tuple[Any, str]], tuple[Any, str]]:
     """Build each model's TTA policy and the ensembler, with their labels, and bind them to ``context``.
 
@@ -355,15 +368,9 @@ def _run(pipeline: Pipeline, out: Path, world: World, device: torch.device, log:
     if pipeline.runtime.threads:
         torch.set_num_threads(pipeline.runtime.threads)
     dataset = VSPWDataset(pipeline.data.root, pipeline.data.split)
-    videos = _select_videos(dataset, pipeline)
+    videos = select_videos(dataset, pipeline)
     models, class_names, num_classes, lock = prepare_models(pipeline, dataset)
-    context = BindContext(
-        model_names=tuple(m.spec.name for m in models),
-        class_names=tuple(class_names),
-        num_classes=num_classes,
-        device=device,
-        model_dirs=tuple(m.path for m in models),
-    )
+    context = models_context(models, class_names, num_classes, device)
     ttas, (ensembler, ensembler_label) = build_components(pipeline, context)
     record = run_provenance(pipeline, models)
     amp = resolve_amp(pipeline.runtime.amp, device, log)  # auto: bf16 only where the device computes it natively
@@ -490,7 +497,7 @@ def _first_frame_overlays(dataset: VSPWDataset, videos: list[str], out: Path) ->
     return overlays
 
 
-def _select_videos(dataset: VSPWDataset, pipeline: Pipeline) -> list[str]:
+def select_videos(dataset: VSPWDataset, pipeline: Pipeline) -> list[str]:
     videos = dataset.videos
     if pipeline.data.videos:
         unknown = [v for v in pipeline.data.videos if v not in set(videos)]
