@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from zoo_logit_adjust.prior import log_prior
 from zoo_logit_adjust.head import CosineClassifier
+from zoo_logit_adjust.prior import log_prior
 from zoo_logit_adjust.tta import adjust
 
 from zoo_core.errors import ConfigError, DataError
