@@ -38,6 +38,8 @@ class ModelRunner:
     ) -> torch.Tensor:
         """The PredictFn a TTA policy gets: the model's probabilities at ``size`` (see ``Segmentor.predict``)."""
         with autocast(self.device, self.amp), component_errors(self.label or f"model {self.name!r}"):
+            if size is None and add_to is None:  # the plain call: a model whose predict takes images alone works
+                return self.model.predict(images).float()
             return self.model.predict(images, size=size, add_to=add_to).float()
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

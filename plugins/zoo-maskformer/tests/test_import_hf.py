@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -160,3 +165,79 @@ def test_refuses_pickled_weights(zoo_cli, hf_model_dir, tmp_path):
     assert result.exit_code == 1
     assert "no *.safetensors weights" in result.output and "pytorch_model.bin" in result.output
     assert not (tmp_path / "out").exists()
+
+
+# -- from a Hub repo: `zoo hub serve` on 127.0.0.1 stands in for the Hugging Face Hub ---------------------------
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """The endpoint of a `zoo hub serve` started for this test (stopped after it); HF_HOME in tmp_path."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    log = tmp_path / "hub.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZOO_")}
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "zoo_core.cli", "hub", "serve", str(tmp_path / "hub"), "--port", "0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "HF_ENDPOINT=" not in log.read_text():
+            assert server.poll() is None and time.monotonic() < deadline, f"the hub did not start:\n{log.read_text()}"
+            time.sleep(0.05)
+        yield log.read_text().split("HF_ENDPOINT=", 1)[1].split()[0]
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def upload(endpoint: str, repo_id: str, folder: Path) -> None:
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=endpoint)
+    api.create_repo(repo_id)
+    api.upload_folder(repo_id=repo_id, folder_path=folder)
+
+
+def test_import_hf_from_a_hub_repo_gives_transformers_scores(zoo_cli, hf_model_dir, hub, tmp_path):
+    model, folder = hf_model_dir
+    upload(hub, "org/tiny-maskformer", folder)
+    result = zoo_cli("maskformer", "import-hf", "org/tiny-maskformer", "-o", "zoo-model", env={"HF_ENDPOINT": hub})
+    assert result.exit_code == 0, result.output
+    zoo_model, config = load_model_dir(tmp_path / "zoo-model")
+    assert config["class_names"] == list("abcde")
+    assert config["model"]["size_divisibility"] == 32
+    # downloaded from this hub (its log has the request) into HF_HOME in tmp_path, not into the user's cache
+    assert "/org/tiny-maskformer/resolve/" in (tmp_path / "hub.log").read_text()
+    assert list(tmp_path.glob("hf-home/hub/models--org--tiny-maskformer/snapshots/*/model.safetensors"))
+
+    images = torch.randn(2, 3, 45, 70, generator=torch.Generator().manual_seed(3))
+    reference = transformers_scores(model, images)
+    with torch.no_grad():
+        raw = zoo_model(images)[-1].to_scores((45, 70))
+    assert raw.shape == reference.shape == (2, NUM_CLASSES, 45, 70)
+    assert (raw - reference).abs().max() < 1e-4
+    assert reference.std() > 0.05
+
+
+def test_import_hf_refuses_a_hub_repo_with_only_pickled_weights(zoo_cli, hf_model_dir, hub, tmp_path):
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_bytes((hf_model_dir[1] / "config.json").read_bytes())
+    torch.save({"class_predictor.bias": torch.zeros(NUM_CLASSES + 1)}, pickled / "pytorch_model.bin")
+    upload(hub, "org/pickled", pickled)
+    result = zoo_cli("maskformer", "import-hf", "org/pickled", "-o", "out", env={"HF_ENDPOINT": hub})
+    assert result.exit_code == 1, result.output  # DataError
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
+    assert "org/pickled" in result.output and "pytorch_model.bin" in result.output
+    assert not (tmp_path / "out").exists()
+    # the pickle was never downloaded (the hub logs every request), so nothing could unpickle it
+    assert "/resolve/" not in (tmp_path / "hub.log").read_text()
+    assert not list(tmp_path.glob("hf-home/**/pytorch_model.bin"))

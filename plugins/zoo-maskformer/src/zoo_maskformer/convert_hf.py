@@ -11,6 +11,7 @@ concatenated into the zoo's fused ones (Swin ``attn.qkv``, the decoder's ``in_pr
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -222,20 +223,37 @@ def _resolve(source: str, revision: str | None) -> Path:
         return path
     if path.exists() or source.count("/") != 1 or source.startswith((".", "/")):
         raise DataError(f"{source}: neither a directory written by save_pretrained nor a Hub repo id (owner/name)")
-    from huggingface_hub import snapshot_download
+    from fnmatch import fnmatch
 
+    from huggingface_hub import HfApi, hf_hub_download
+
+    # huggingface_hub reads HF_ENDPOINT and HF_HOME once, at its import; read them now, as a fresh process would
+    endpoint = os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or None
+    cache = os.environ.get("HF_HUB_CACHE") or (os.environ.get("HF_HOME") and str(Path(os.environ["HF_HOME"]) / "hub"))
+    wanted = ("config.json", "preprocessor_config.json", "*.safetensors", "*.safetensors.index.json")
     try:
-        return Path(
-            snapshot_download(
-                source,
-                revision=revision,
-                allow_patterns=["config.json", "preprocessor_config.json", "*.safetensors", "*.safetensors.index.json"],
+        # the file list first (no tree listing: the zoo's own hub serves the repo info, not the tree API)
+        info = HfApi(endpoint=endpoint).model_info(source, revision=revision)
+        files = [s.rfilename for s in info.siblings or []]
+        if not any(name.endswith(".safetensors") for name in files):
+            pickled = [name for name in files if name.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl"))]
+            hint = f", only {', '.join(pickled)} (pickled weights are not read)" if pickled else ""
+            raise DataError(
+                f"{source}: no *.safetensors weights in the Hub repo{hint}; convert it to safetensors (save_pretrained)"
             )
-        )
+        paths = [
+            hf_hub_download(source, name, revision=info.sha, endpoint=endpoint, cache_dir=cache or None)
+            for name in files
+            if any(fnmatch(name, pattern) for pattern in wanted)
+        ]
+    except DataError:
+        raise
     except Exception as exc:  # offline, unknown repo, no access: one line
-        raise DataError(
-            f"{source}: could not download it from the Hugging Face Hub ({type(exc).__name__}: {exc})"
-        ) from None
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise DataError(f"{source}: could not download it from the Hugging Face Hub ({reason})") from None
+    if not paths:
+        raise DataError(f"{source}: the Hub repo has no config.json; give a model saved with save_pretrained")
+    return Path(paths[0]).parent
 
 
 def _read_json(path: Path) -> dict[str, Any]:
