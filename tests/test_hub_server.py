@@ -104,6 +104,35 @@ def test_one_commit_for_three_files_and_downloads_pinned_to_it(hub, tmp_path):
     assert download(hub, tmp_path, "org/model", "model.safetensors").read_bytes() == b"newer weights"
 
 
+def test_tree_listing_and_snapshot_download(hub, tmp_path):
+    """``list_repo_tree`` (one level or recursive, from a folder) and ``snapshot_download`` of a pinned commit."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.hf_api import RepoFile, RepoFolder
+
+    files = {**FILES, "extra/notes.txt": b"notes", "extra/deep/more.bin": b"\x00\x01" * 10}
+    api(hub).create_repo("org/model")
+    commit = commit_files(hub, files=files)
+    client = api(hub)
+    top = {item.path: item for item in client.list_repo_tree("org/model", revision=commit.oid)}
+    assert sorted(top) == [".gitattributes", "README.md", "config.json", "extra", "model.safetensors"]
+    assert isinstance(top["extra"], RepoFolder)
+    assert isinstance(top["model.safetensors"], RepoFile) and top["model.safetensors"].size == len(
+        FILES["model.safetensors"]
+    )
+    assert (
+        top["config.json"].blob_id
+        == hashlib.sha1(b"blob %d\0" % len(FILES["config.json"]) + FILES["config.json"]).hexdigest()
+    )
+    deep = sorted(item.path for item in client.list_repo_tree("org/model", path_in_repo="extra", recursive=True))
+    assert deep == ["extra/deep", "extra/deep/more.bin", "extra/notes.txt"]
+    with pytest.raises(RemoteEntryNotFoundError):
+        list(client.list_repo_tree("org/model", path_in_repo="missing"))
+
+    folder = Path(snapshot_download("org/model", revision=commit.oid, endpoint=hub.url, cache_dir=tmp_path / "cache"))
+    downloaded = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert downloaded.pop(".gitattributes") and downloaded == files
+
+
 def test_resolve_headers_etag_is_git_blob_sha1_and_range(hub):
     api(hub).create_repo("org/model")
     oid = commit_files(hub).oid

@@ -599,6 +599,8 @@ class HubApp:
             return await self._commit(request, repo_type, repo_id, rest[0])
         if route == ("GET", "commits", 1):
             return await self._commits(repo_type, repo_id, meta, rest[0])
+        if method == "GET" and action == "tree" and rest:
+            return await self._list_tree(request, repo_type, repo_id, meta, rest[0], "/".join(rest[1:]))
         if route == ("GET", "refs", 0):
             return self._refs(request, meta)
         if method == "POST" and action == "branch" and rest:
@@ -657,6 +659,36 @@ class HubApp:
         info.update(private=meta["private"], disabled=False, gated=False, lastModified=commit["date"])
         info.update(createdAt=meta["created"], tags=[], downloads=0, likes=0, siblings=siblings)
         return self._json(info)
+
+    async def _list_tree(
+        self, request: Request, repo_type: str, repo_id: str, meta: dict, revision: str, folder: str
+    ) -> Response:
+        """The files and folders under ``folder`` at ``revision`` (``list_repo_tree``, ``snapshot_download``).
+
+        One page: the whole listing (a model repository holds a handful of files). With
+        ``recursive=true`` every level below ``folder``, otherwise its direct children only.
+        """
+        _, commit = await self._tree(repo_type, repo_id, meta, revision)
+        recursive = request.query_params.get("recursive", "").lower() == "true"
+        folder = folder.strip("/")
+        prefix = f"{folder}/" if folder else ""
+        below = {path[len(prefix) :]: entry for path, entry in commit["tree"].items() if path.startswith(prefix)}
+        if folder and not below:
+            raise HubError(404, f"{folder}: no such folder in {repo_id} at {revision}", "EntryNotFound")
+        files, folders = [], {}
+        for relative, entry in sorted(below.items()):
+            parts = relative.split("/")
+            for depth in range(1, len(parts) if recursive else min(len(parts), 2)):
+                name = prefix + "/".join(parts[:depth])
+                folders.setdefault(name, hashlib.sha1()).update(entry["sha1"].encode())
+            if recursive or len(parts) == 1:
+                file = {"type": "file", "oid": entry["sha1"], "size": entry["size"], "path": prefix + relative}
+                if entry.get("lfs"):
+                    pointer_size = len(lfs_pointer(entry["sha256"], entry["size"]))
+                    file["lfs"] = {"oid": entry["sha256"], "size": entry["size"], "pointerSize": pointer_size}
+                files.append(file)
+        listing = [{"type": "directory", "oid": h.hexdigest(), "size": 0, "path": name} for name, h in folders.items()]
+        return self._json(sorted(listing + files, key=lambda item: item["path"]))
 
     @staticmethod
     def _blob_info(entry: dict) -> dict:
