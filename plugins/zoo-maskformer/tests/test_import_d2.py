@@ -31,8 +31,9 @@ def official_inputs() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def official_weights() -> dict:
-    with open(CHECKPOINT, "rb") as f:  # our own fixture: a plain pickle.load is fine here
-        return pickle.load(f)
+    from zoo_maskformer.unpickle import load_checkpoint_pickle
+
+    return load_checkpoint_pickle(CHECKPOINT)  # the restricted reader, even for our own fixture
 
 
 def test_import_d2_reproduces_the_official_scores(zoo_cli, tmp_path):
